@@ -1,0 +1,1 @@
+"""Qt-free logic of MSK Planner: reconstruction, measurements, calibration, templating."""

@@ -1,0 +1,139 @@
+"""The measurement table of a case: every value with its unit, definition, method and calibration.
+
+This is the one record that measurements produce and that the report, the DICOM SR and the
+viewers read. Lengths carry the calibration they were made with; angles may be uncalibrated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How image distances became millimetres for one image.
+
+    Attributes
+    ----------
+    method
+        ``volume_geometry`` (CT/MR voxel geometry), ``pixel_spacing`` (PixelSpacing tag),
+        ``imager_spacing_magnification`` (ImagerPixelSpacing divided by the estimated
+        magnification), ``calibration_ball``, ``known_length``, ``fixed_magnification``, or
+        ``uncalibrated``.
+    mm_per_pixel
+        ``(row_spacing_mm, column_spacing_mm)`` for radiographs; None for volumes and when
+        uncalibrated.
+    detail
+        Plain words for the report, such as the ball diameter or the tag values used.
+    """
+
+    method: str
+    mm_per_pixel: tuple[float, float] | None = None
+    detail: str = ""
+
+    @property
+    def is_calibrated(self) -> bool:
+        """Whether lengths in millimetres may be measured with it."""
+        return self.method != "uncalibrated"
+
+
+UNCALIBRATED = Calibration(method="uncalibrated", detail="no trustworthy pixel spacing")
+
+
+@dataclass
+class Measurement:
+    """One row of the measurement table.
+
+    Attributes
+    ----------
+    key
+        Stable machine name, such as ``hka_deg`` or ``cobb_deg``.
+    label
+        Name a clinician reads, such as ``Hip-knee-ankle angle``.
+    value
+        The measured value in ``unit``.
+    unit
+        ``deg``, ``mm``, ``ml`` or ``cm2``.
+    definition
+        One sentence saying what is measured, between which landmarks, in which plane.
+    method
+        ``manual`` (from landmarks a user placed) or ``automatic`` (from labels or detection).
+    calibration
+        The calibration the value depends on.
+    source_image
+        Series Instance UID or file the landmarks or labels were placed on.
+    uncertainty
+        Half-width of the uncertainty in ``unit`` where one can be given.
+    details
+        Extra named values, such as the end vertebrae of a Cobb angle or the side.
+    """
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    definition: str
+    method: str
+    calibration: Calibration
+    source_image: str
+    uncertainty: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the row as plain JSON-ready values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """Build a row from :meth:`to_dict` output."""
+        values = dict(data)
+        calibration = dict(values.pop("calibration"))
+        spacing = calibration.get("mm_per_pixel")
+        calibration["mm_per_pixel"] = tuple(spacing) if spacing is not None else None
+        return cls(calibration=Calibration(**calibration), **values)
+
+
+@dataclass
+class MeasurementTable:
+    """All measurements of one case, and those that could not be made with the reason."""
+
+    rows: list[Measurement] = field(default_factory=list)
+    not_measured: dict[str, str] = field(default_factory=dict)
+
+    def add(self, row: Measurement) -> None:
+        """Add a row, replacing an earlier one with the same key and source image."""
+        self.rows = [
+            r for r in self.rows if not (r.key == row.key and r.source_image == row.source_image)
+        ]
+        self.rows.append(row)
+
+    def by_key(self, key: str) -> list[Measurement]:
+        """Rows with this key (one per source image)."""
+        return [row for row in self.rows if row.key == key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the table as JSON-ready values."""
+        return {
+            "rows": [row.to_dict() for row in self.rows],
+            "not_measured": dict(self.not_measured),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasurementTable:
+        """Build a table from :meth:`to_dict` output."""
+        return cls(
+            rows=[Measurement.from_dict(row) for row in data.get("rows", [])],
+            not_measured=dict(data.get("not_measured", {})),
+        )
+
+    def write_json(self, path: Path) -> None:
+        """Write the table as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def read_json(cls, path: Path) -> MeasurementTable:
+        """Read a table written by :meth:`write_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,3 @@
+"""Headless front ends of MSK Workbench: the ``mskwb`` command line and the browser viewer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Sub-commands of ``mskwb``: one module each, every module exposing ``register(subparsers)``."""
