@@ -85,3 +85,40 @@ def test_lib_packages_do_not_import_qt_or_the_application() -> None:
         for path in (PROJECT_ROOT / module / f"{module}Lib").rglob("*.py"):
             match = forbidden.search(path.read_text())
             assert match is None, f"{path} uses {match.group(0).strip()!r} (Lib must stay Qt-free)"
+
+
+def _parameter_node_fields(module: str) -> set[str]:
+    tree = ast.parse((PROJECT_ROOT / module / f"{module}.py").read_text())
+    for node in tree.body:
+        decorators = {getattr(d, "id", "") for d in getattr(node, "decorator_list", [])}
+        if isinstance(node, ast.ClassDef) and "parameterNodeWrapper" in decorators:
+            return {
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise AssertionError(f"{module}.py has no @parameterNodeWrapper class")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_parameter_name_exists_in_the_parameter_node(module: str) -> None:
+    ui_root = ElementTree.parse(PROJECT_ROOT / module / "Resources" / "UI" / f"{module}.ui")
+    used = {
+        element.findtext("string")
+        for element in ui_root.iter("property")
+        if element.get("name") == "SlicerParameterName"
+    }
+    fields = _parameter_node_fields(module)
+
+    assert used, f"{module}.ui binds no widget to the parameter node"
+    assert used <= fields, f"{module}.ui names unknown parameters: {sorted(used - fields)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_widget_uses_only_names_the_ui_file_defines(module: str) -> None:
+    ui_root = ElementTree.parse(PROJECT_ROOT / module / "Resources" / "UI" / f"{module}.ui")
+    defined = {element.get("name") for element in ui_root.iter("widget")}
+    source = (PROJECT_ROOT / module / f"{module}.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+
+    assert used <= defined, f"{module}.py uses widgets missing from its .ui: {sorted(used - defined)}"

@@ -37,7 +37,7 @@ from MSKPlannerLib.dicom_sr import build_measurement_report
 from MSKPlannerLib.key_images import build_key_image, build_key_object_selection, read_png_rgb
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map, select_bone_labels
 from MSKPlannerLib.measurement_table import MeasurementTable
-from MSKPlannerLib.pacs_upload import Outbox
+from MSKPlannerLib.pacs_upload import Outbox, UploadReport
 from MSKPriorsLib.mrml_volumes import ijk_to_ras_from_sitk
 
 logger = logging.getLogger(__name__)
@@ -274,3 +274,71 @@ def _write_segmentation(inputs: CaseInputs, outbox: Outbox) -> list[str]:
         f"the label map {path} lies on none of the source series"
         + (f" ({'; '.join(errors)})" if errors else "")
     )
+
+
+@dataclass
+class CaseReport:
+    """What :func:`report_case` wrote and, when asked, stored.
+
+    Attributes
+    ----------
+    result
+        ``written`` (object names) and ``skipped`` (name -> why), as from
+        :func:`write_case_dicom`.
+    outbox
+        The case's outbox (its folder holds the DICOM files and ``outbox.json``).
+    upload
+        The upload attempt, or None when nothing was pushed.
+    """
+
+    result: dict[str, Any]
+    outbox: Outbox
+    upload: UploadReport | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """The DICOM files of the case's objects."""
+        return [
+            self.outbox.folder / str(entry["file"])
+            for entry in self.outbox.objects.values()
+            if entry.get("file")
+        ]
+
+
+def report_case(
+    case_dir: Path,
+    source_folders: Iterable[Path] = (),
+    label_map: Path | None = None,
+    key_object_selection: bool = True,
+    push_to: str | None = None,
+) -> CaseReport:
+    """Write a case folder's SR, SEG and key images into its outbox, and push them if asked.
+
+    Parameters
+    ----------
+    case_dir
+        The case folder (layout at the top of this module).
+    source_folders, label_map
+        Extra folders with the source series, and the bone label map, when not in the folder.
+    key_object_selection
+        Also write a Key Object Selection document for the key images.
+    push_to
+        A configured server name or DICOMweb URL to store the objects on; None stores nothing.
+        Objects the server already holds are not sent again.
+
+    Raises
+    ------
+    CaseFolderError, ValueError
+        When the case folder lacks what the objects need (the message names it).
+    """
+    from MSKPriorsLib.dicomweb import DicomWebClient
+    from MSKPriorsLib.servers import resolve_server
+
+    inputs = find_case_inputs(case_dir, source_folders, label_map)
+    outbox = Outbox(Path(case_dir) / OUTBOX_FOLDER)
+    report = CaseReport(write_case_dicom(inputs, outbox, key_object_selection), outbox)
+    if push_to is not None:
+        server = resolve_server(push_to)
+        with DicomWebClient(server) as client:
+            report.upload = outbox.upload(client, server.url)
+    return report

@@ -56,17 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Write the objects and optionally push them."""
-    from MSKPlannerLib.dicom_outputs import (
-        OUTBOX_FOLDER,
-        CaseFolderError,
-        find_case_inputs,
-        write_case_dicom,
-    )
+    from MSKPlannerLib.dicom_outputs import CaseFolderError, report_case
     from MSKPlannerLib.dicom_sr import SRError
     from MSKPlannerLib.key_images import KeyImageError
-    from MSKPlannerLib.pacs_upload import Outbox, OutboxError
-    from MSKPriorsLib.dicomweb import DicomWebClient
-    from MSKPriorsLib.servers import ServerConfigError, resolve_server
+    from MSKPlannerLib.pacs_upload import OutboxError
+    from MSKPriorsLib.dicomweb import DicomWebError
+    from MSKPriorsLib.servers import ServerConfigError
 
     case_dir: Path = args.case_dir
     if not case_dir.is_dir():
@@ -74,13 +69,26 @@ def run(args: argparse.Namespace) -> int:
     if args.push and not args.pacs:
         raise CommandError("--push needs --pacs NAME_OR_URL")
     try:
-        inputs = find_case_inputs(case_dir, args.source, args.labels)
-        outbox = Outbox(case_dir / OUTBOX_FOLDER)
-        result: dict[str, Any] = write_case_dicom(
-            inputs, outbox, key_object_selection=not args.no_key_object_selection
+        report = report_case(
+            case_dir,
+            args.source,
+            args.labels,
+            key_object_selection=not args.no_key_object_selection,
+            push_to=args.pacs if args.push else None,
         )
-    except (CaseFolderError, SRError, KeyImageError, OutboxError, ValueError) as error:
+    except ServerConfigError as error:
+        raise CommandError(str(error)) from error
+    except (
+        CaseFolderError,
+        SRError,
+        KeyImageError,
+        OutboxError,
+        DicomWebError,
+        ValueError,
+    ) as error:
         raise CommandError(f"{case_dir}: {error}") from error
+    outbox = report.outbox
+    result: dict[str, Any] = dict(report.result)
     result["outbox"] = str(outbox.folder)
     result["objects"] = {
         name: {"file": entry.get("file"), "sop_instance_uid": entry.get("sop_uid")}
@@ -88,18 +96,13 @@ def run(args: argparse.Namespace) -> int:
         if entry.get("file")
     }
     status = 0
-    if args.push:
-        try:
-            server = resolve_server(args.pacs)
-        except ServerConfigError as error:
-            raise CommandError(str(error)) from error
-        with DicomWebClient(server) as client:
-            upload = outbox.upload(client, server.url)
+    if report.upload is not None:
+        upload = report.upload
         result["push"] = upload.to_dict()
         if not upload.complete:
             status = 1
             print(
-                f"mskwb report: the upload to {server.url} stopped "
+                f"mskwb report: the upload to {args.pacs} stopped "
                 f"({'; '.join(upload.failed.values())}); the objects stay in {outbox.folder}, "
                 "run the same command again to store the rest",
                 file=sys.stderr,
