@@ -28,11 +28,16 @@ class Calibration:
         uncalibrated.
     detail
         Plain words for the report, such as the ball diameter or the tag values used.
+    detector_mm_per_pixel
+        ``(row, column)`` spacing at the detector (ImagerPixelSpacing) when known. It is not a
+        patient calibration; it gives the pixel aspect ratio for angles and the base for a
+        magnification factor.
     """
 
     method: str
     mm_per_pixel: tuple[float, float] | None = None
     detail: str = ""
+    detector_mm_per_pixel: tuple[float, float] | None = None
 
     @property
     def is_calibrated(self) -> bool:
@@ -41,6 +46,22 @@ class Calibration:
 
 
 UNCALIBRATED = Calibration(method="uncalibrated", detail="no trustworthy pixel spacing")
+
+#: Calibration of landmarks placed on a CT or MR volume, whose voxel geometry is in mm.
+VOLUME_GEOMETRY = Calibration(method="volume_geometry", detail="CT/MR voxel geometry in mm")
+
+
+def length_refused_reason(calibration: Calibration, source_image: str) -> str:
+    """The sentence that explains why a length in mm is not measured on an uncalibrated image."""
+    detail = calibration.detail
+    if source_image:
+        # The detail often names the file already; say it once.
+        detail = detail.replace(f"{source_image}: ", "").replace(f" ({source_image})", "")
+    detail = f" ({detail})" if detail else ""
+    return (
+        f"{source_image or 'the image'} is not calibrated{detail}: lengths in mm are refused "
+        "until it is calibrated (calibration ball, known length or magnification factor)"
+    )
 
 
 @dataclass
@@ -91,8 +112,9 @@ class Measurement:
         """Build a row from :meth:`to_dict` output."""
         values = dict(data)
         calibration = dict(values.pop("calibration"))
-        spacing = calibration.get("mm_per_pixel")
-        calibration["mm_per_pixel"] = tuple(spacing) if spacing is not None else None
+        for name in ("mm_per_pixel", "detector_mm_per_pixel"):
+            spacing = calibration.get(name)
+            calibration[name] = tuple(spacing) if spacing is not None else None
         return cls(calibration=Calibration(**calibration), **values)
 
 
@@ -109,6 +131,16 @@ class MeasurementTable:
             r for r in self.rows if not (r.key == row.key and r.source_image == row.source_image)
         ]
         self.rows.append(row)
+
+    def extend(self, other: MeasurementTable) -> None:
+        """Add every row and every not-measured reason of ``other``."""
+        for row in other.rows:
+            self.add(row)
+        self.not_measured.update(other.not_measured)
+
+    def values(self) -> dict[str, Any]:
+        """Key -> value of every row (the last row wins when a key repeats)."""
+        return {row.key: row.value for row in self.rows}
 
     def by_key(self, key: str) -> list[Measurement]:
         """Rows with this key (one per source image)."""

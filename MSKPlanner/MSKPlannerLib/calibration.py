@@ -1,0 +1,368 @@
+"""Calibration of radiographs (CR, DX and secondary captures): how pixels become millimetres.
+
+Public API
+----------
+- :func:`calibration_from_dataset`: from the DICOM tags (PixelSpacing with
+  PixelSpacingCalibrationType, or ImagerPixelSpacing divided by
+  EstimatedRadiographicMagnificationFactor). Missing, zero or detector-only spacing gives an
+  *uncalibrated* :class:`~MSKPlannerLib.measurement_table.Calibration`; nothing is guessed.
+- :func:`fixed_magnification_calibration`: detector spacing divided by a factor the user
+  chose (for example 1.15 to 1.21).
+- :func:`known_length_calibration`: two pixel positions a known distance apart.
+- :func:`detect_calibration_ball` and :func:`ball_calibration` (from
+  :mod:`MSKPlannerLib.calibration_ball`, re-exported here): find a calibration ball of known
+  diameter (25 mm by default) and calibrate from its size; the detected circle is returned so
+  the user can accept it.
+- :func:`read_radiograph`: pixels, dataset and tag calibration of a DICOM file.
+- :func:`loaded_spacing_mm`: the spacing a viewer (Slicer's reader) loads the image with,
+  needed to rescale landmarks placed on it to another calibration.
+- :func:`pixel_to_ras_matrix` / :func:`pixels_to_ras_mm`: pixel ``(row, column)`` positions to
+  RAS mm in the frontal plane, using PatientOrientation, so the measurement functions can be
+  used on radiograph landmarks.
+
+All spacings are ``(row spacing, column spacing)`` in mm, i.e. the distance between rows and
+between columns, as in DICOM PixelSpacing. Pixel positions are ``(row, column)`` with (0, 0)
+the centre of the first pixel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+
+from MSKPlannerLib.calibration_ball import (
+    DEFAULT_BALL_DIAMETER_MM,
+    BallDetection,
+    CalibrationError,
+    ball_calibration,
+    detect_calibration_ball,
+)
+from MSKPlannerLib.measurement_table import Calibration
+
+__all__ = [
+    "DEFAULT_BALL_DIAMETER_MM",
+    "MAGNIFICATION_RANGE",
+    "BallDetection",
+    "CalibrationError",
+    "Radiograph",
+    "ball_calibration",
+    "calibration_from_dataset",
+    "detect_calibration_ball",
+    "fixed_magnification_calibration",
+    "known_length_calibration",
+    "loaded_spacing_mm",
+    "pixel_aspect",
+    "pixel_to_ras_matrix",
+    "pixels_to_ras_mm",
+    "read_radiograph",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Magnification factors a user may choose for a fixed-magnification calibration.
+MAGNIFICATION_RANGE = (1.0, 1.5)
+
+
+def _spacing(value: Any) -> tuple[float, float] | None:
+    """A two-value spacing tag as floats, or None when absent, malformed or not positive."""
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 2 or not all(np.isfinite(values)) or min(values) <= 0.0:
+        return None
+    return values[0], values[1]
+
+
+def _fmt(spacing: tuple[float, float]) -> str:
+    return f"{spacing[0]:g} x {spacing[1]:g} mm"
+
+
+def calibration_from_dataset(dataset: pydicom.Dataset, source: str = "") -> Calibration:
+    """Calibration of a radiograph from its DICOM tags.
+
+    Parameters
+    ----------
+    dataset
+        The image's dataset (pixel data not needed).
+    source
+        File or SOP Instance UID, used in the detail text.
+
+    Returns
+    -------
+    Calibration
+        - ``pixel_spacing`` when PixelSpacing is present, positive, and either has a
+          PixelSpacingCalibrationType or differs from ImagerPixelSpacing (so it refers to the
+          patient);
+        - ``imager_spacing_magnification`` when the spacing is at the detector and an
+          EstimatedRadiographicMagnificationFactor is given;
+        - otherwise ``uncalibrated``, with the detector spacing kept when known (for the
+          pixel aspect ratio and a user-chosen magnification factor).
+    """
+    name = source or str(dataset.get("SOPInstanceUID", "the image"))
+    pixel = _spacing(dataset.get("PixelSpacing"))
+    imager = _spacing(dataset.get("ImagerPixelSpacing"))
+    nominal = _spacing(dataset.get("NominalScannedPixelSpacing"))
+    calibration_type = str(dataset.get("PixelSpacingCalibrationType", "") or "").strip()
+    factor_value = dataset.get("EstimatedRadiographicMagnificationFactor")
+    try:
+        factor = float(factor_value) if factor_value is not None else None
+    except (TypeError, ValueError):
+        factor = None
+    if factor is not None and not (np.isfinite(factor) and factor > 0):
+        factor = None
+
+    same_as_detector = (
+        pixel is not None and imager is not None and np.allclose(pixel, imager, rtol=1e-6)
+    )
+    if pixel is not None and (calibration_type or not same_as_detector):
+        kind = f", calibration type {calibration_type}" if calibration_type else ""
+        return Calibration(
+            method="pixel_spacing",
+            mm_per_pixel=pixel,
+            detail=f"PixelSpacing {_fmt(pixel)}{kind} ({name})",
+            detector_mm_per_pixel=imager,
+        )
+    detector = imager
+    if detector is not None and factor is not None:
+        spacing = (detector[0] / factor, detector[1] / factor)
+        return Calibration(
+            method="imager_spacing_magnification",
+            mm_per_pixel=spacing,
+            detail=f"ImagerPixelSpacing {_fmt(detector)} / estimated magnification "
+            f"{factor:g} ({name})",
+            detector_mm_per_pixel=detector,
+        )
+    if detector is not None:
+        return Calibration(
+            method="uncalibrated",
+            detail=f"{name}: only the detector spacing {_fmt(detector)} is known, without a "
+            "magnification factor",
+            detector_mm_per_pixel=detector,
+        )
+    if nominal is not None:
+        return Calibration(
+            method="uncalibrated",
+            detail=f"{name}: only the scanner's NominalScannedPixelSpacing {_fmt(nominal)} of "
+            "a digitised film is known, not the patient scale",
+        )
+    raw = dataset.get("PixelSpacing")
+    if raw is not None:
+        return Calibration(method="uncalibrated", detail=f"{name}: PixelSpacing {raw} is unusable")
+    return Calibration(method="uncalibrated", detail=f"{name}: no pixel spacing tag")
+
+
+def loaded_spacing_mm(dataset: pydicom.Dataset) -> tuple[float, float] | None:
+    """The ``(row, column)`` spacing a viewer loads the image with, trusted or not.
+
+    PixelSpacing when positive, else ImagerPixelSpacing when positive, else None (a viewer
+    then shows 1 mm per pixel). Landmarks placed on the image as loaded are in these units;
+    they are rescaled to another calibration by the ratio of the spacings.
+    """
+    return _spacing(dataset.get("PixelSpacing")) or _spacing(dataset.get("ImagerPixelSpacing"))
+
+
+def fixed_magnification_calibration(
+    base: Calibration | tuple[float, float], factor: float, source: str = ""
+) -> Calibration:
+    """Detector spacing divided by a magnification factor chosen by the user.
+
+    Parameters
+    ----------
+    base
+        The tag calibration of the image (its ``detector_mm_per_pixel`` is used), or the
+        detector spacing ``(row, column)`` in mm.
+    factor
+        Radiographic magnification (object-to-detector), for example 1.15 to 1.21.
+    source
+        File or SOP Instance UID, for the detail text.
+
+    Raises
+    ------
+    CalibrationError
+        When the factor is outside :data:`MAGNIFICATION_RANGE` or no detector spacing is known.
+    """
+    if not (MAGNIFICATION_RANGE[0] <= factor <= MAGNIFICATION_RANGE[1]):
+        raise CalibrationError(
+            f"magnification factor {factor:g} is outside {MAGNIFICATION_RANGE[0]:g} to "
+            f"{MAGNIFICATION_RANGE[1]:g}"
+        )
+    detector = base.detector_mm_per_pixel if isinstance(base, Calibration) else base
+    if detector is None:
+        raise CalibrationError(
+            f"{source or 'the image'} has no detector spacing (ImagerPixelSpacing), so a "
+            "magnification factor cannot be applied; use a calibration ball or a known length"
+        )
+    spacing = (detector[0] / factor, detector[1] / factor)
+    return Calibration(
+        method="fixed_magnification",
+        mm_per_pixel=spacing,
+        detail=f"detector spacing {_fmt(detector)} / magnification {factor:g} chosen by the "
+        f"user ({source or 'image'})",
+        detector_mm_per_pixel=detector,
+    )
+
+
+def pixel_aspect(calibration: Calibration) -> float:
+    """Row spacing over column spacing (1 when nothing is known about the pixel shape)."""
+    spacing = calibration.mm_per_pixel or calibration.detector_mm_per_pixel
+    return spacing[0] / spacing[1] if spacing else 1.0
+
+
+def known_length_calibration(
+    start_rc: Sequence[float],
+    end_rc: Sequence[float],
+    length_mm: float,
+    aspect: float = 1.0,
+    source: str = "",
+) -> Calibration:
+    """Calibrate from two pixel positions a known distance apart.
+
+    Parameters
+    ----------
+    start_rc, end_rc
+        ``(row, column)`` pixel positions of the two points.
+    length_mm
+        Their true distance, in mm, in the plane of the anatomy.
+    aspect
+        Row spacing over column spacing of the pixels (from :func:`pixel_aspect`).
+    source
+        File or SOP Instance UID, for the detail text.
+    """
+    if not length_mm > 0:
+        raise CalibrationError(f"the known length must be positive, not {length_mm}")
+    rows = (float(end_rc[0]) - float(start_rc[0])) * aspect
+    cols = float(end_rc[1]) - float(start_rc[1])
+    distance_px = float(np.hypot(rows, cols))
+    if distance_px < 1.0:
+        raise CalibrationError("the two points of a known length must be distinct pixels")
+    column_mm = length_mm / distance_px
+    return Calibration(
+        method="known_length",
+        mm_per_pixel=(column_mm * aspect, column_mm),
+        detail=f"{length_mm:g} mm between pixels {tuple(start_rc)} and {tuple(end_rc)} "
+        f"({source or 'image'})",
+    )
+
+
+@dataclass
+class Radiograph:
+    """A radiograph read from DICOM.
+
+    Attributes
+    ----------
+    pixels
+        2D float array (rows, columns) of stored values after the modality rescale.
+    dataset
+        The pydicom dataset.
+    calibration
+        The tag calibration (:func:`calibration_from_dataset`).
+    source
+        The file path.
+    """
+
+    pixels: FloatArray
+    dataset: pydicom.Dataset
+    calibration: Calibration
+    source: str
+
+
+def read_radiograph(path: Path) -> Radiograph:
+    """Read a single-frame radiograph (CR, DX, secondary capture) and its tag calibration.
+
+    Raises
+    ------
+    CalibrationError
+        When the file is not readable DICOM or holds no single 2D grey image.
+    """
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many kinds for unreadable pixel data
+        raise CalibrationError(f"{path} is not a readable DICOM image: {error}") from error
+    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) > 1:
+        pixels = pixels.mean(axis=-1)
+    if pixels.ndim != 2:
+        raise CalibrationError(f"{path} is not a single-frame 2D image (shape {pixels.shape})")
+    values = pixels.astype(np.float64)
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    values = values * slope + intercept
+    return Radiograph(values, dataset, calibration_from_dataset(dataset, str(path)), str(path))
+
+
+_ORIENTATION_TO_RAS = {
+    "L": np.array([-1.0, 0.0, 0.0]),
+    "R": np.array([1.0, 0.0, 0.0]),
+    "A": np.array([0.0, 1.0, 0.0]),
+    "P": np.array([0.0, -1.0, 0.0]),
+    "H": np.array([0.0, 0.0, 1.0]),
+    "F": np.array([0.0, 0.0, -1.0]),
+}
+
+
+def pixel_to_ras_matrix(
+    spacing_mm: tuple[float, float], patient_orientation: Sequence[str] | None = None
+) -> FloatArray:
+    """3x3 matrix from ``(row, column, 1)`` pixel positions to RAS mm for a frontal radiograph.
+
+    Parameters
+    ----------
+    spacing_mm
+        ``(row, column)`` spacing in mm (or any consistent unit).
+    patient_orientation
+        DICOM PatientOrientation: the patient direction of increasing column index (along a
+        row) and of increasing row index, such as ``["L", "F"]`` for an AP view displayed with
+        the patient's right on the viewer's left. Defaults to ``["L", "F"]``. Only the first
+        letter of each is used (oblique views are measured as if frontal).
+    """
+    orientation = list(patient_orientation or ["L", "F"])
+    if len(orientation) != 2 or any(not o or o[0] not in _ORIENTATION_TO_RAS for o in orientation):
+        raise CalibrationError(f"PatientOrientation {orientation} is not understood")
+    along_row = _ORIENTATION_TO_RAS[orientation[0][0]]
+    along_column = _ORIENTATION_TO_RAS[orientation[1][0]]
+    matrix = np.zeros((3, 3))
+    matrix[:, 0] = along_column * spacing_mm[0]
+    matrix[:, 1] = along_row * spacing_mm[1]
+    return matrix
+
+
+def pixels_to_ras_mm(
+    points_rc: npt.ArrayLike,
+    calibration: Calibration,
+    patient_orientation: Sequence[str] | None = None,
+) -> FloatArray:
+    """Pixel positions ``(row, column)`` to RAS positions for the measurement functions.
+
+    Parameters
+    ----------
+    points_rc
+        Shape (2,) or (N, 2), pixels.
+    calibration
+        Its ``mm_per_pixel`` scales the positions; when uncalibrated the positions are in
+        column-pixel units with the pixel aspect ratio kept, so angles stay right while lengths
+        must be (and are, by the measurement functions) refused.
+    patient_orientation
+        See :func:`pixel_to_ras_matrix`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (3,) or (N, 3), RAS (mm when calibrated), anterior coordinate 0.
+    """
+    spacing = calibration.mm_per_pixel or (pixel_aspect(calibration), 1.0)
+    matrix = pixel_to_ras_matrix(spacing, patient_orientation)
+    points = np.asarray(points_rc, dtype=float)
+    return points @ matrix[:, :2].T

@@ -1,0 +1,303 @@
+"""Lower-limb alignment in the frontal plane: HKA, mLDFA, MPTA, JLCA and MAD.
+
+Public API
+----------
+- :data:`ALIGNMENT_LABELS`: the landmark labels used (markups control point labels).
+- :func:`measure_alignment`: points in RAS mm + side + calibration + source ->
+  :class:`~MSKPlannerLib.measurement_table.MeasurementTable` with rows ``hka_deg``,
+  ``mldfa_deg``, ``mpta_deg``, ``jlca_deg`` and ``mad_mm`` (or the reason ``mad_mm`` was
+  not measured when the image is not calibrated).
+- :func:`alignment_angles_deg`: the bare angle values, for benchmarks and tests.
+
+Every value is measured in the frontal (coronal) plane: the RAS points are projected on the
+x (patient right) and z (superior) axes. Conventions (see docs/measurements.md):
+
+- ``hka_deg``: angle at the knee between the femoral mechanical axis (hip centre to femoral
+  knee centre) and the tibial mechanical axis (tibial knee centre to ankle centre), on the
+  medial side; 180 is neutral, below 180 is varus, above 180 valgus.
+- ``mldfa_deg``: lateral angle between the femoral mechanical axis and the distal femoral
+  joint line (through the two condyles), measured proximally.
+- ``mpta_deg``: medial angle between the tibial mechanical axis and the tibial plateau line,
+  measured distally.
+- ``jlca_deg``: angle between the femoral and tibial joint lines, positive when they
+  converge medially (lateral side open); 180 - HKA = mLDFA - MPTA + JLCA.
+- ``mad_mm``: distance from the knee centre (midpoint of the femoral and tibial knee centres)
+  to the hip-ankle line, positive when the line passes medial to the knee centre (varus).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import partial
+
+import numpy as np
+import numpy.typing as npt
+
+from MSKPlannerLib.landmarks import (
+    LandmarkError,
+    check_frontal_extent,
+    frontal_plane_mm,
+    medial_direction_frontal,
+    propagate_uncertainty,
+)
+from MSKPlannerLib.measure_hip import resolve_femoral_head_center
+from MSKPlannerLib.measurement_table import (
+    Calibration,
+    Measurement,
+    MeasurementTable,
+    length_refused_reason,
+)
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+ALIGNMENT_LABELS = (
+    "hip_center",
+    "knee_center_femur",
+    "knee_center_tibia",
+    "ankle_center",
+    "femoral_condyle_medial",
+    "femoral_condyle_lateral",
+    "tibial_plateau_medial",
+    "tibial_plateau_lateral",
+)
+
+#: Default standard deviation of one landmark coordinate placed by hand, in mm.
+DEFAULT_PLACEMENT_SIGMA_MM = 1.0
+
+_DEFINITIONS = {
+    "hka_deg": (
+        "Hip-knee-ankle angle",
+        "Medial angle between the femoral mechanical axis (hip_center to knee_center_femur) and "
+        "the tibial mechanical axis (knee_center_tibia to ankle_center) in the frontal plane; "
+        "180 neutral, below 180 varus.",
+    ),
+    "mldfa_deg": (
+        "Mechanical lateral distal femoral angle",
+        "Lateral angle between the femoral mechanical axis and the line through the medial and "
+        "lateral femoral condyles, in the frontal plane.",
+    ),
+    "mpta_deg": (
+        "Medial proximal tibial angle",
+        "Medial angle between the tibial mechanical axis and the line through the medial and "
+        "lateral tibial plateau points, in the frontal plane.",
+    ),
+    "jlca_deg": (
+        "Joint line convergence angle",
+        "Angle between the distal femoral and the tibial plateau joint lines in the frontal "
+        "plane, positive when they converge medially (lateral side open).",
+    ),
+    "mad_mm": (
+        "Mechanical axis deviation",
+        "Distance from the knee centre to the hip-ankle line in the frontal plane, positive "
+        "when the line passes medial to the knee centre (varus).",
+    ),
+}
+
+
+def _wrap_deg(angle_deg: float) -> float:
+    """Wrap an angle to (-180, 180] degrees."""
+    wrapped = (angle_deg + 180.0) % 360.0 - 180.0
+    return 180.0 if wrapped == -180.0 else wrapped
+
+
+def _direction_deg(vector_2d: FloatArray, medial_2d: FloatArray) -> float:
+    """Angle of a frontal-plane vector from the medial direction toward superior, in degrees."""
+    superior = np.array([0.0, 1.0])
+    return float(np.degrees(np.arctan2(vector_2d @ superior, vector_2d @ medial_2d)))
+
+
+def alignment_angles_deg(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) -> dict[str, float]:
+    """Compute the alignment angles from landmarks.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Label -> position (3,), RAS mm, holding every label of :data:`ALIGNMENT_LABELS`.
+    side
+        ``"left"`` or ``"right"``: which limb, to know where medial is.
+
+    Returns
+    -------
+    dict
+        ``hka_deg``, ``mldfa_deg``, ``mpta_deg``, ``jlca_deg`` in degrees.
+    """
+    p = {label: frontal_plane_mm(points_ras_mm[label]) for label in ALIGNMENT_LABELS}
+    medial = medial_direction_frontal(side)
+    femoral_down = _direction_deg(p["knee_center_femur"] - p["hip_center"], medial)
+    tibial_down = _direction_deg(p["ankle_center"] - p["knee_center_tibia"], medial)
+    femoral_line_lateral = _direction_deg(
+        p["femoral_condyle_lateral"] - p["femoral_condyle_medial"], medial
+    )
+    tibial_line_lateral = _direction_deg(
+        p["tibial_plateau_lateral"] - p["tibial_plateau_medial"], medial
+    )
+    varus_deg = _wrap_deg(tibial_down - femoral_down)
+    mldfa = _wrap_deg(femoral_line_lateral - (femoral_down + 180.0))
+    mpta = _wrap_deg((tibial_line_lateral + 180.0) - tibial_down)
+    jlca = _wrap_deg(tibial_line_lateral - femoral_line_lateral)
+    return {
+        "hka_deg": 180.0 - varus_deg,
+        "mldfa_deg": mldfa,
+        "mpta_deg": mpta,
+        "jlca_deg": jlca,
+    }
+
+
+def _angle_value(points_ras_mm: dict[str, FloatArray], side: str, key: str) -> float:
+    return alignment_angles_deg(points_ras_mm, side)[key]
+
+
+def mechanical_axis_deviation_mm(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) -> float:
+    """Signed distance from the knee centre to the hip-ankle line, frontal plane, in mm.
+
+    Positive when the line passes medial to the knee centre (varus). The knee centre is the
+    midpoint of ``knee_center_femur`` and ``knee_center_tibia``.
+    """
+    hip = frontal_plane_mm(points_ras_mm["hip_center"])
+    ankle = frontal_plane_mm(points_ras_mm["ankle_center"])
+    knee = 0.5 * (
+        frontal_plane_mm(points_ras_mm["knee_center_femur"])
+        + frontal_plane_mm(points_ras_mm["knee_center_tibia"])
+    )
+    axis = ankle - hip
+    length = float(np.linalg.norm(axis))
+    if length == 0.0:
+        raise LandmarkError("hip_center and ankle_center coincide in the frontal plane")
+    normal = np.array([-axis[1], axis[0]]) / length
+    medial = medial_direction_frontal(side)
+    if normal @ medial < 0:
+        normal = -normal
+    # The knee lying on the lateral side of the line means the line passes medial to it.
+    return float(-(knee - hip) @ normal)
+
+
+def _check_side_matches_condyles(
+    points: Mapping[str, npt.ArrayLike], side: str, source: str
+) -> None:
+    medial = medial_direction_frontal(side)
+    offset = frontal_plane_mm(points["femoral_condyle_medial"]) - frontal_plane_mm(
+        points["femoral_condyle_lateral"]
+    )
+    if offset @ medial < 0:
+        raise LandmarkError(
+            f"in {source or 'the landmark set'} femoral_condyle_medial lies lateral to "
+            f"femoral_condyle_lateral for a {side} limb: the side or the labels are wrong"
+        )
+
+
+def _with_hip_center(points_ras_mm: Mapping[str, npt.ArrayLike]) -> Mapping[str, npt.ArrayLike]:
+    """Add ``hip_center`` fitted to ``femoral_head_surface*`` points when it is not placed."""
+    if "hip_center" in points_ras_mm:
+        return points_ras_mm
+    resolved = resolve_femoral_head_center(points_ras_mm)
+    if "femoral_head_center" not in resolved:
+        return points_ras_mm
+    completed = dict(points_ras_mm)
+    completed["hip_center"] = resolved["femoral_head_center"]
+    return completed
+
+
+def measure_alignment(
+    points_ras_mm: Mapping[str, npt.ArrayLike],
+    side: str,
+    calibration: Calibration,
+    source_image: str,
+    method: str = "manual",
+    placement_sigma_mm: float = DEFAULT_PLACEMENT_SIGMA_MM,
+) -> MeasurementTable:
+    """Measure lower-limb alignment from landmarks.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Label -> position (3,), RAS mm, with every label of :data:`ALIGNMENT_LABELS`;
+        ``hip_center`` may instead be given as three or more ``femoral_head_surface*``
+        points (sphere or circle fit).
+    side
+        ``"left"`` or ``"right"``.
+    calibration
+        How the image's distances became mm; ``mad_mm`` is refused when uncalibrated.
+    source_image
+        Series Instance UID or file the landmarks were placed on.
+    method
+        ``manual`` or ``automatic``.
+    placement_sigma_mm
+        Standard deviation of a landmark coordinate, for the uncertainty (95 % half-width).
+
+    Returns
+    -------
+    MeasurementTable
+        Rows ``hka_deg``, ``mldfa_deg``, ``mpta_deg``, ``jlca_deg``, and ``mad_mm`` when the
+        image is calibrated (otherwise its reason in ``not_measured``).
+
+    Raises
+    ------
+    LandmarkError
+        Missing labels, a side that contradicts the condyle labels, or landmarks that do not
+        lie near a frontal plane.
+    """
+    points_ras_mm = _with_hip_center(points_ras_mm)
+    missing = [label for label in ALIGNMENT_LABELS if label not in points_ras_mm]
+    if missing:
+        raise LandmarkError(
+            f"{source_image or 'the landmark set'} lacks the landmark(s) {', '.join(missing)}"
+        )
+    points = {label: np.asarray(points_ras_mm[label], dtype=float) for label in ALIGNMENT_LABELS}
+    check_frontal_extent(np.stack(list(points.values())), "alignment", source_image)
+    _check_side_matches_condyles(points, side, source_image)
+
+    angles = alignment_angles_deg(points, side)
+    table = MeasurementTable()
+    for key, value in angles.items():
+        label, definition = _DEFINITIONS[key]
+        uncertainty = propagate_uncertainty(
+            partial(_angle_value, side=side, key=key),
+            points,
+            ALIGNMENT_LABELS,
+            placement_sigma_mm,
+        )
+        table.add(
+            Measurement(
+                key=key,
+                label=label,
+                value=round(value, 3),
+                unit="deg",
+                definition=definition,
+                method=method,
+                calibration=calibration,
+                source_image=source_image,
+                uncertainty=round(uncertainty, 3),
+                details={"side": side, "plane": "frontal"},
+            )
+        )
+
+    label, definition = _DEFINITIONS["mad_mm"]
+    if not calibration.is_calibrated:
+        table.not_measured["mad_mm"] = length_refused_reason(calibration, source_image)
+    else:
+        mad = mechanical_axis_deviation_mm(points, side)
+        uncertainty = propagate_uncertainty(
+            lambda pts: mechanical_axis_deviation_mm(pts, side),
+            points,
+            ("hip_center", "ankle_center", "knee_center_femur", "knee_center_tibia"),
+            placement_sigma_mm,
+        )
+        table.add(
+            Measurement(
+                key="mad_mm",
+                label=label,
+                value=round(mad, 3),
+                unit="mm",
+                definition=definition,
+                method=method,
+                calibration=calibration,
+                source_image=source_image,
+                uncertainty=round(uncertainty, 3),
+                details={"side": side, "plane": "frontal"},
+            )
+        )
+    logger.debug("alignment of %s (%s): %s", source_image, side, table.values())
+    return table

@@ -1,0 +1,196 @@
+"""Radiograph calibration: tags of real CR/DX files, calibration ball, known length, magnification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from MSKPlannerLib.calibration import (
+    CalibrationError,
+    ball_calibration,
+    calibration_from_dataset,
+    detect_calibration_ball,
+    fixed_magnification_calibration,
+    known_length_calibration,
+    pixel_aspect,
+    pixels_to_ras_mm,
+    read_radiograph,
+)
+from MSKPlannerLib.measure_hip import measure_hip
+from MSKPlannerLib.measurement_phantoms import ball_radiograph
+
+CODECS = ("RG2_JPLL.dcm", "RG2_J2KR.dcm", "RG2_RLE.dcm")
+
+
+def _dataset(**tags: object) -> Dataset:
+    dataset = Dataset()
+    dataset.SOPInstanceUID = "1.2.3.4"
+    for name, value in tags.items():
+        setattr(dataset, name, value)
+    return dataset
+
+
+def test_hip_radiograph_calibrates_identically_in_three_codecs(shared_data: Path) -> None:
+    radiographs = [read_radiograph(shared_data / "wg04" / name) for name in CODECS]
+    reference = radiographs[0]
+    assert reference.calibration.method == "pixel_spacing"
+    assert reference.calibration.mm_per_pixel == (0.2, 0.2)
+    assert reference.pixels.shape == (2140, 1760)
+    for other in radiographs[1:]:
+        assert other.calibration.mm_per_pixel == reference.calibration.mm_per_pixel
+        np.testing.assert_array_equal(other.pixels, reference.pixels)  # lossless codecs
+
+    # A measurement on fixed pixel landmarks is the same for every codec.
+    pixel_landmarks = {
+        "femoral_head_center": (820.0, 1010.0),
+        "femoral_neck_center": (905.0, 930.0),
+        "femoral_shaft_proximal": (1150.0, 870.0),
+        "femoral_shaft_distal": (1800.0, 905.0),
+    }
+    values = []
+    detections = []
+    for radiograph in radiographs:
+        points = {
+            label: pixels_to_ras_mm(rc, radiograph.calibration, ["L", "F"])
+            for label, rc in pixel_landmarks.items()
+        }
+        table = measure_hip(points, "right", radiograph.calibration, radiograph.source)
+        values.append(table.values())
+        detections.append(detect_calibration_ball(radiograph.pixels, (20.0, 80.0)).to_dict())
+    assert values[0]["femoral_offset_mm"] > 10.0
+    assert values[1] == values[0] and values[2] == values[0]
+    assert detections[1] == detections[0] and detections[2] == detections[0]
+    assert [float(r.pixels.mean()) for r in radiographs] == [float(reference.pixels.mean())] * 3
+
+
+def test_radiograph_without_spacing_refuses_lengths(shared_data: Path) -> None:
+    radiograph = read_radiograph(shared_data / "wg04" / "RG3_JPLL.dcm")
+    calibration = radiograph.calibration
+    assert not calibration.is_calibrated
+    assert "RG3_JPLL.dcm" in calibration.detail and "no pixel spacing" in calibration.detail
+    points = {
+        "femoral_head_center": pixels_to_ras_mm((400.0, 700.0), calibration),
+        "femoral_shaft_proximal": pixels_to_ras_mm((700.0, 600.0), calibration),
+        "femoral_shaft_distal": pixels_to_ras_mm((1500.0, 640.0), calibration),
+        "femoral_neck_center": pixels_to_ras_mm((480.0, 640.0), calibration),
+    }
+    table = measure_hip(points, "left", calibration, radiograph.source)
+    assert "ccd_deg" in table.values()  # angles still work
+    assert "femoral_offset_mm" not in table.values()
+    assert "RG3_JPLL.dcm is not calibrated" in table.not_measured["femoral_offset_mm"]
+
+
+def test_zero_spacing_is_uncalibrated_not_zero_mm(shared_data: Path) -> None:
+    dataset = pydicom.dcmread(shared_data / "wg04" / "RG1_J2KI.dcm", stop_before_pixels=True)
+    calibration = calibration_from_dataset(dataset, "RG1_J2KI.dcm")
+    assert not calibration.is_calibrated
+    assert calibration.mm_per_pixel is None
+    assert "RG1_J2KI.dcm" in calibration.detail and "unusable" in calibration.detail
+    with pytest.raises(CalibrationError, match="no detector spacing"):
+        fixed_magnification_calibration(calibration, 1.15, "RG1_J2KI.dcm")
+
+
+def test_dx_with_non_square_detector_pixels(shared_data: Path) -> None:
+    dataset = pydicom.dcmread(shared_data / "highdicom" / "dx_image.dcm", stop_before_pixels=True)
+    calibration = calibration_from_dataset(dataset, "dx_image.dcm")
+    # PixelSpacing equals ImagerPixelSpacing and no calibration type: detector plane only.
+    assert calibration.method == "uncalibrated"
+    assert calibration.detector_mm_per_pixel == pytest.approx((1.2, 1.2012))
+    assert pixel_aspect(calibration) == pytest.approx(1.2 / 1.2012)
+
+    magnified = fixed_magnification_calibration(calibration, 1.2, "dx_image.dcm")
+    assert magnified.method == "fixed_magnification"
+    assert magnified.mm_per_pixel == pytest.approx((1.0, 1.001))
+    # A 45 degree line in mm is not 45 degrees in pixels of a non-square grid.
+    start = pixels_to_ras_mm((0.0, 0.0), magnified)
+    end = pixels_to_ras_mm((100.0, 100.0), magnified)
+    angle = np.degrees(np.arctan2(abs(end[2] - start[2]), abs(end[0] - start[0])))
+    assert angle == pytest.approx(np.degrees(np.arctan2(1.0, 1.001)), abs=1e-9)
+    with pytest.raises(CalibrationError, match="outside"):
+        fixed_magnification_calibration(calibration, 3.0)
+
+
+def test_tag_rules_for_magnification_and_calibration_type() -> None:
+    estimated = calibration_from_dataset(
+        _dataset(ImagerPixelSpacing=[0.15, 0.15], EstimatedRadiographicMagnificationFactor=1.2)
+    )
+    assert estimated.method == "imager_spacing_magnification"
+    assert estimated.mm_per_pixel == pytest.approx((0.125, 0.125))
+
+    geometry = calibration_from_dataset(
+        _dataset(
+            PixelSpacing=[0.14, 0.15],
+            ImagerPixelSpacing=[0.14, 0.15],
+            PixelSpacingCalibrationType="GEOMETRY",
+        )
+    )
+    assert geometry.method == "pixel_spacing" and geometry.mm_per_pixel == (0.14, 0.15)
+    assert "GEOMETRY" in geometry.detail
+
+    calibrated = calibration_from_dataset(
+        _dataset(PixelSpacing=[0.12, 0.12], ImagerPixelSpacing=[0.14, 0.14])
+    )
+    assert calibrated.method == "pixel_spacing" and calibrated.mm_per_pixel == (0.12, 0.12)
+
+    scanned = calibration_from_dataset(_dataset(NominalScannedPixelSpacing=[0.1, 0.1]), "film.dcm")
+    assert not scanned.is_calibrated and "digitised film" in scanned.detail
+
+
+def test_known_length_with_square_and_non_square_pixels() -> None:
+    square = known_length_calibration((10.0, 10.0), (10.0, 510.0), 100.0)
+    assert square.mm_per_pixel == pytest.approx((0.2, 0.2))
+    aspect = 0.15 / 0.2
+    # 300 rows of 0.15 mm and 400 columns of 0.2 mm: 45 mm and 80 mm.
+    true_mm = float(np.hypot(300 * 0.15, 400 * 0.2))
+    oblique = known_length_calibration((0.0, 0.0), (300.0, 400.0), true_mm, aspect)
+    assert oblique.mm_per_pixel == pytest.approx((0.15, 0.2))
+    with pytest.raises(CalibrationError):
+        known_length_calibration((1.0, 1.0), (1.0, 1.0), 10.0)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "center", "noise"),
+    [
+        ((0.2, 0.2), (300.3, 240.7), 0.02),
+        ((0.15, 0.18), (250.6, 260.2), 0.03),  # non-square pixels
+        ((0.3, 0.3), (120.2, 390.9), 0.06),  # small ball, noisy, near a side
+    ],
+)
+def test_ball_detection_gives_the_true_scale(
+    spacing: tuple[float, float], center: tuple[float, float], noise: float
+) -> None:
+    image = ball_radiograph(spacing_mm=spacing, center_rc=center, noise=noise, seed=5)
+    detection = detect_calibration_ball(image)
+    calibration = ball_calibration(detection, 25.0, "synthetic")
+
+    assert detection.plausible
+    assert np.hypot(*np.subtract(detection.center_rc, center)) < 0.3
+    for measured, true in zip(calibration.mm_per_pixel, spacing, strict=True):
+        assert abs(measured / true - 1.0) < 0.01
+    assert calibration.method == "calibration_ball" and "25 mm ball" in calibration.detail
+
+
+def test_ball_detection_in_a_region_and_a_dark_ball() -> None:
+    image = ball_radiograph(center_rc=(150.0, 150.0), seed=1)
+    inverted = 1.0 - image  # MONOCHROME1-like: the ball is dark
+    detection = detect_calibration_ball(inverted, roi_rc=(50, 50, 300, 300))
+    assert np.hypot(detection.center_rc[0] - 150.0, detection.center_rc[1] - 150.0) < 0.3
+    assert detection.radius_px == pytest.approx(62.5, rel=0.01)
+    with pytest.raises(CalibrationError, match="no disk"):
+        detect_calibration_ball(np.zeros((100, 100)))
+
+
+def test_calibration_survives_the_json_table(tmp_path: Path) -> None:
+    from MSKPlannerLib.measurement_table import Measurement, MeasurementTable
+
+    calibration = fixed_magnification_calibration((0.15, 0.16), 1.18, "dx.dcm")
+    table = MeasurementTable()
+    table.add(Measurement("ccd_deg", "CCD", 131.0, "deg", "d", "manual", calibration, "dx.dcm"))
+    table.write_json(tmp_path / "table.json")
+    again = MeasurementTable.read_json(tmp_path / "table.json")
+    assert again.rows[0].calibration == calibration
+    assert again.rows[0].calibration.detector_mm_per_pixel == (0.15, 0.16)

@@ -1,0 +1,190 @@
+"""``mskwb measure cobb|alignment|hip``: measurements from landmark files or a label map."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MSKPlannerLib.calibration import CalibrationError, read_radiograph
+from MSKPlannerLib.label_maps import LabelMapError, read_label_map
+from MSKPlannerLib.landmarks import LandmarkError, LandmarkSet, read_landmark_files
+from MSKPlannerLib.measure_cobb import CobbError, cobb_from_sitk_labels
+from MSKPlannerLib.measurement_nodes import measure_landmarks
+from MSKPlannerLib.measurement_table import (
+    VOLUME_GEOMETRY,
+    Calibration,
+    MeasurementTable,
+)
+from mskworkbench.cli import CommandError
+
+logger = logging.getLogger(__name__)
+
+#: Keys printed for each measurement, in order.
+OUTPUT_KEYS = {
+    "cobb": ("cobb_deg", "upper_end_vertebra", "lower_end_vertebra", "apex_vertebra"),
+    "alignment": ("hka_deg", "mldfa_deg", "mpta_deg", "jlca_deg", "mad_mm"),
+    "hip": ("femoral_offset_mm", "cup_inclination_deg", "ccd_deg", "lld_mm"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``measure`` sub-command."""
+    parser = subparsers.add_parser(
+        "measure",
+        help="measure Cobb angle, lower-limb alignment or hip geometry",
+        description="Measure from Slicer markups files (--landmarks) or, for the Cobb angle, "
+        "from a per-vertebra label map (--labels). Angles are measured in the frontal plane. "
+        "Lengths need a calibration: --image (a DICOM radiograph's tags), --calibration (the "
+        "JSON of 'mskwb calibrate') or --volume (landmarks placed on a CT/MR volume); without "
+        "one, lengths are refused.",
+    )
+    parser.add_argument("kind", choices=tuple(OUTPUT_KEYS), help="what to measure")
+    parser.add_argument(
+        "--landmarks", nargs="+", type=Path, default=[], help="Slicer markups .mrk.json file(s)"
+    )
+    parser.add_argument("--labels", type=Path, help="per-vertebra label map (automatic Cobb)")
+    parser.add_argument(
+        "--label-names",
+        type=Path,
+        help="JSON table label value -> name (default: label_names.json beside the labels)",
+    )
+    parser.add_argument("--side", choices=("left", "right"), help="limb side (overrides files)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--image", type=Path, help="DICOM radiograph the landmarks were placed on")
+    source.add_argument("--calibration", type=Path, help="JSON written by 'mskwb calibrate --json'")
+    source.add_argument(
+        "--volume", action="store_true", help="the landmarks were placed on a CT/MR volume (mm)"
+    )
+    parser.add_argument("--out", type=Path, help="write the measurement table (JSON) here")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    parser.set_defaults(func=run)
+
+
+def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
+    """The calibration saved by ``mskwb calibrate --json`` and the landmark coordinate scale."""
+    try:
+        data = json.loads(path.read_text())
+        spacing = data.get("mm_per_pixel")
+        method = str(data["method"])
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise CommandError(
+            f"{path} is not a calibration written by 'mskwb calibrate --json'"
+        ) from error
+    if spacing is None or method == "uncalibrated":
+        detail = f"{data.get('detail', '')} ({path})".strip()
+        return Calibration(method="uncalibrated", detail=detail), 1.0
+    calibration = Calibration(
+        method=method,
+        mm_per_pixel=(float(spacing[0]), float(spacing[1])),
+        detail=data.get("detail", ""),
+    )
+    # Landmarks were placed on the image as loaded (tag spacing, or 1 mm per pixel without it).
+    loaded = data.get("image_mm_per_pixel") or [1.0, 1.0]
+    ratios = [float(spacing[i]) / float(loaded[i]) for i in range(2)]
+    if abs(ratios[0] - ratios[1]) > 1e-3 * max(ratios):
+        raise CommandError(
+            f"{path}: the calibration changes the pixel aspect ratio; place the landmarks on an "
+            "image loaded with this calibration instead"
+        )
+    return calibration, float(np.mean(ratios))
+
+
+def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
+    """Calibration, landmark coordinate scale and source image name."""
+    if args.image is not None:
+        try:
+            radiograph = read_radiograph(args.image)
+        except CalibrationError as error:
+            raise CommandError(str(error)) from error
+        return radiograph.calibration, 1.0, str(args.image)
+    if args.calibration is not None:
+        calibration, scale = _calibration_from_json(args.calibration)
+        return calibration, scale, str(args.calibration)
+    if args.volume or (args.labels is not None and not args.landmarks):
+        return VOLUME_GEOMETRY, 1.0, ""
+    return (
+        Calibration(
+            method="uncalibrated",
+            detail="no calibration given (use --image, --calibration or --volume)",
+        ),
+        1.0,
+        "",
+    )
+
+
+def _scaled(landmarks: LandmarkSet, scale: float) -> LandmarkSet:
+    if scale == 1.0:
+        return landmarks
+    return LandmarkSet(
+        points_ras_mm={k: v * scale for k, v in landmarks.points_ras_mm.items()},
+        lines_ras_mm={k: v * scale for k, v in landmarks.lines_ras_mm.items()},
+        side=landmarks.side,
+        source=landmarks.source,
+    )
+
+
+def _cobb_from_labels(args: argparse.Namespace) -> MeasurementTable:
+    names: Path | None = args.label_names
+    if names is None:
+        beside = args.labels.parent / "label_names.json"
+        names = beside if beside.is_file() else None
+    try:
+        label_map = read_label_map(args.labels, names)
+        return cobb_from_sitk_labels(label_map.image, label_map.names, str(args.labels))
+    except (LabelMapError, CobbError) as error:
+        raise CommandError(str(error)) from error
+
+
+def _flat(kind: str, table: MeasurementTable) -> dict[str, Any]:
+    values: dict[str, Any] = {key: None for key in OUTPUT_KEYS[kind]}
+    for row in table.rows:
+        if row.key in values:
+            values[row.key] = row.value
+        for name in ("upper_end_vertebra", "lower_end_vertebra", "apex_vertebra"):
+            if name in row.details and name in values:
+                values[name] = row.details[name]
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and print the values."""
+    if args.kind == "cobb" and args.labels is not None and not args.landmarks:
+        table = _cobb_from_labels(args)
+        side = None
+    else:
+        if not args.landmarks:
+            raise CommandError(f"measure {args.kind} needs --landmarks FILE.mrk.json")
+        if args.labels is not None:
+            raise CommandError("give either --landmarks or --labels for the Cobb angle, not both")
+        calibration, scale, image_name = _calibration(args)
+        try:
+            landmarks = _scaled(read_landmark_files(args.landmarks), scale)
+            side = args.side or landmarks.side
+            source = image_name or ", ".join(str(p) for p in args.landmarks)
+            table = measure_landmarks(args.kind, landmarks, side, calibration, source)
+        except (LandmarkError, CobbError, ValueError) as error:
+            raise CommandError(str(error)) from error
+
+    if args.out is not None:
+        table.write_json(args.out)
+    result = _flat(args.kind, table)
+    refused = {k: v for k, v in table.not_measured.items() if k in result}
+    for key, reason in refused.items():
+        print(f"mskwb measure: {key} not measured: {reason}", file=sys.stderr)
+    if args.json:
+        result.update({"side": side, "not_measured": table.not_measured, "table": table.to_dict()})
+        print(json.dumps(result, indent=2))
+        return 0
+    for row in table.rows:
+        spread = f" (+/- {row.uncertainty:g})" if row.uncertainty is not None else ""
+        print(f"{row.label}: {row.value:g} {row.unit}{spread}  [{row.key}, {row.method}]")
+        for name in ("upper_end_vertebra", "lower_end_vertebra", "apex_vertebra", "convexity"):
+            if name in row.details:
+                print(f"  {name.replace('_', ' ')}: {row.details[name]}")
+    return 0
