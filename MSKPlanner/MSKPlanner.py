@@ -16,9 +16,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MSKPlannerLib.planner_logic import PlannerLogic
-from MSKPriorsLib.app_context import AppContext
-
 
 class MSKPlanner(ScriptedLoadableModule):
     """Module description shown in Slicer's module list."""
@@ -233,14 +230,29 @@ class MSKPlannerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.resizeColumnsToContents()
 
 
-class MSKPlannerLogic(ScriptedLoadableModuleLogic, PlannerLogic):
-    """Adapter between the widget and MSKPlannerLib; hands the application's scene down."""
+class MSKPlannerLogic(ScriptedLoadableModuleLogic):
+    """Adapter between the widget and MSKPlannerLib; hands the application's scene down.
+
+    The PlannerLogic of MSKPlannerLib does the work; its methods are reached through this object.
+    Packages that Slicer's Python lacks are installed before it is first created.
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        PlannerLogic.__init__(
-            self, AppContext.from_application_logic(slicer.mrmlScene, slicer.app.applicationLogic())
-        )
+        from MSKPriorsLib.runtime_packages import install_missing
+
+        install_missing(slicer.util.pip_install)
+        from MSKPlannerLib.planner_logic import PlannerLogic
+        from MSKPriorsLib.app_context import AppContext
+
+        context = AppContext.from_application_logic(slicer.mrmlScene, slicer.app.applicationLogic())
+        self.core = PlannerLogic(context)
+
+    def __getattr__(self, name):
+        core = self.__dict__.get("core")
+        if core is None:
+            raise AttributeError(name)
+        return getattr(core, name)
 
     def getParameterNode(self):
         """The module's typed parameter node."""

@@ -15,9 +15,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MSKPriorsLib.app_context import AppContext
-from MSKPriorsLib.priors_logic import PriorsLogic
-
 
 class MSKPriors(ScriptedLoadableModule):
     """Module description shown in Slicer's module list."""
@@ -201,14 +198,29 @@ class MSKPriorsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.resizeColumnsToContents()
 
 
-class MSKPriorsLogic(ScriptedLoadableModuleLogic, PriorsLogic):
-    """Adapter between the widget and MSKPriorsLib; hands the application's scene down."""
+class MSKPriorsLogic(ScriptedLoadableModuleLogic):
+    """Adapter between the widget and MSKPriorsLib; hands the application's scene down.
+
+    The PriorsLogic of MSKPriorsLib does the work; its methods are reached through this object.
+    Packages that Slicer's Python lacks are installed before it is first created.
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        PriorsLogic.__init__(
-            self, AppContext.from_application_logic(slicer.mrmlScene, slicer.app.applicationLogic())
-        )
+        from MSKPriorsLib.runtime_packages import install_missing
+
+        install_missing(slicer.util.pip_install)
+        from MSKPriorsLib.app_context import AppContext
+        from MSKPriorsLib.priors_logic import PriorsLogic
+
+        context = AppContext.from_application_logic(slicer.mrmlScene, slicer.app.applicationLogic())
+        self.core = PriorsLogic(context)
+
+    def __getattr__(self, name):
+        core = self.__dict__.get("core")
+        if core is None:
+            raise AttributeError(name)
+        return getattr(core, name)
 
     def getParameterNode(self):
         """The module's typed parameter node."""
