@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from dicom_factory import copy_series, study_uid_of
 
 from MSKPriorsLib.archive import LocalArchive
 from MSKPriorsLib.dicomweb import DicomWebClient
@@ -17,33 +17,6 @@ from MSKPriorsLib.prior_discovery import discover_priors, find_study
 from MSKPriorsLib.servers import server_from_url
 from mskworkbench.cli import main
 from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
-
-
-def copy_series(files: list[Path], folder: Path, **changes: str) -> list[Path]:
-    """Write copies of real slices as a new study and series, with header attributes changed.
-
-    ``changes`` maps DICOM keywords to new values (``StudyDate="20130206"``); the study,
-    series and instance UIDs are always new.
-    """
-    folder.mkdir(parents=True)
-    study_uid, series_uid = generate_uid(), generate_uid()
-    written = []
-    for index, path in enumerate(files):
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        for keyword, value in changes.items():
-            setattr(ds, keyword, value)
-        target = folder / f"{index:03d}.dcm"
-        ds.save_as(target, enforce_file_format=True)
-        written.append(target)
-    return written
-
-
-def study_uid_of(files: list[Path]) -> str:
-    return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,0 +1,366 @@
+"""The browser viewer (``mskwb serve``) in real headless Chromium, on the real Orthanc fixture.
+
+One viewer serves a real CT study and its prior from Orthanc; one Chromium page drives it over
+the DevTools protocol, as a reader would: search, open, look, load landmarks, nudge one,
+plan. Screenshots are kept in ``Testing/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+import vtk
+from browser_driver import Browser, BrowserError
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_auth
+from pydicom.uid import generate_uid
+from vtkmodules.util.numpy_support import vtk_to_numpy
+
+from MSKPlannerLib.landmarks import write_markups_json
+from MSKPlannerLib.measure_alignment import alignment_angles_deg
+from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.pacs]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PATIENT_ID = "MSKWB-VIEWER-1"
+
+#: Lower-limb landmarks of a right leg (+x is patient right) in the coronal plane through the
+#: middle of the CT (A 187.5 mm, S -785.5 mm), RAS mm, so the slice views show them.
+LANDMARKS_RAS_MM = {
+    "hip_center": (80.0, 187.5, -615.0),
+    "knee_center_femur": (70.0, 187.5, -785.0),
+    "knee_center_tibia": (70.0, 187.5, -793.0),
+    "ankle_center": (75.0, 187.5, -965.0),
+    "femoral_condyle_medial": (45.0, 187.5, -787.0),
+    "femoral_condyle_lateral": (95.0, 187.5, -785.0),
+    "tibial_plateau_medial": (45.0, 187.5, -791.0),
+    "tibial_plateau_lateral": (95.0, 187.5, -792.0),
+}
+
+
+def _patient_series(shared_data: Path) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
+    """A real CT series as a current study and, with new UIDs and an older date, its prior.
+
+    The TotalSegmentator CT has no PatientID, no UIDs and an empty SOPClassUID; both copies get
+    the same test patient and valid UIDs, so the prior must be found and matched.
+    """
+    files = sorted((shared_data / "totalsegmentator" / "ct_dicom").iterdir())
+    studies = []
+    for study_date in ("20221208", "20190301"):
+        study_uid, series_uid = generate_uid(), generate_uid()
+        datasets = []
+        for path in files:
+            ds = pydicom.dcmread(path)
+            ds.PatientID = PATIENT_ID
+            ds.PatientName = "VIEWER^TEST"
+            ds.PatientBirthDate = "19600101"
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            # The header's SOPClassUID is empty; its file meta names the class (CT Image).
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+            ds.StudyDate = study_date
+            ds.StudyDescription = "CT PELVIS"
+            datasets.append(ds)
+        studies.append(datasets)
+    return studies[0], studies[1]
+
+
+@pytest.fixture(scope="module")
+def stored_case(orthanc: LocalOrthanc, shared_data: Path) -> dict[str, str]:
+    """The current study and its prior, stored in the real Orthanc."""
+    orthanc.clear()
+    current, prior = _patient_series(shared_data)
+    session = create_session_from_auth(
+        requests.auth.HTTPBasicAuth(orthanc.username, orthanc.password)
+    )
+    client = DICOMwebClient(url=orthanc.dicomweb_url, session=session)
+    client.store_instances(current)
+    client.store_instances(prior)
+    return {"current": current[0].StudyInstanceUID, "prior": prior[0].StudyInstanceUID}
+
+
+@pytest.fixture(scope="module")
+def viewer_url(
+    orthanc: LocalOrthanc, stored_case: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``mskwb serve --pacs`` on a free loopback port, as a user would start it."""
+    work = tmp_path_factory.mktemp("viewer")
+    port = free_loopback_port()
+    env = {
+        **os.environ,
+        "MSKWB_PACS_USERNAME": orthanc.username,
+        "MSKWB_PACS_PASSWORD": orthanc.password,
+        "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow",
+    }
+    command = [sys.executable, "-m", "mskworkbench.cli", "serve", "--pacs", orthanc.dicomweb_url]
+    command += ["--port", str(port), "--work-dir", str(work)]
+    log_path = work / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"mskwb serve exited: {log_path.read_text()[-2000:]}")
+        try:
+            if requests.get(url + "index.html", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("mskwb serve did not answer within 120 s")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(viewer_url: str, stored_case: dict[str, str]) -> Iterator[Browser]:
+    """One Chromium page with the current study opened from a search."""
+    try:
+        browser = Browser(width_px=1600, height_px=1000)
+    except BrowserError as error:
+        pytest.fail(f"{error} (the browser tests need Chromium; .ci/setup installs it)")
+    with browser:
+        browser.navigate(viewer_url)
+        browser.wait_for("document.querySelector('#search-button') !== null", 60)
+        browser.evaluate(
+            "(() => { const f = document.querySelector('#search-text');"
+            f" f.value = '{PATIENT_ID[:9]}'; f.dispatchEvent(new Event('input')); }})()"
+        )
+        browser.evaluate("document.querySelector('#search-button').click()")
+        browser.wait_for("document.querySelectorAll('.study-item').length === 2", 60)
+        browser.evaluate(
+            "[...document.querySelectorAll('.study-item')]"
+            ".find(e => e.textContent.includes('2022-12-08')).click()"
+        )
+        browser.wait_for("document.querySelector('#current-study') !== null", 180)
+        yield browser
+
+
+def _png_rgb(path: Path) -> np.ndarray:
+    reader = vtk.vtkPNGReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    image = reader.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    return np.flipud(pixels[:, :, :3]).astype(float)
+
+
+def _view_rectangles(page: Browser) -> list[list[float]]:
+    return page.evaluate(
+        "[...document.querySelectorAll('.layout-grid-item')].map(e => {"
+        " const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })"
+    )
+
+
+def _measurement(page: Browser, key: str) -> str:
+    return page.evaluate(
+        f"(() => {{ const c = document.querySelector('.measurement-value[data-key=\"{key}\"]');"
+        " return c ? c.textContent.trim() : ''; })()"
+    )
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel lists them) of TCP sockets listening on ``port``."""
+    found = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.is_file():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if int(port_hex, 16) == port and fields[3] == "0A":
+                found.add(address)
+    return found
+
+
+def test_viewer_listens_on_loopback_only(viewer_url: str) -> None:
+    port = int(viewer_url.rstrip("/").rsplit(":", 1)[1])
+
+    # 0100007F is 127.0.0.1 in the kernel's little-endian hex.
+    assert _listening_addresses(port) == {"0100007F"}
+
+
+def test_study_opens_with_its_prior_and_three_views_with_content(
+    page: Browser, stored_case: dict[str, str]
+) -> None:
+    priors = page.evaluate("[...document.querySelectorAll('.prior-item')].map(e => e.textContent)")
+    assert len(priors) == 1
+    assert "2019-03-01" in priors[0]
+    assert "same modality (CT)" in priors[0]
+
+    # The views stream images once rendered: wait until each shows more than its background.
+    page.wait_for(
+        "[...document.querySelectorAll('.layout-grid-item img')].filter(i => i.naturalWidth > 0)"
+        ".length >= 3",
+        60,
+    )
+    time.sleep(2.0)
+    shot = page.screenshot(ARTIFACTS / "viewer_opened.png")
+    pixels = _png_rgb(shot)
+    rectangles = _view_rectangles(page)
+
+    assert len(rectangles) == 3
+    for x, y, width, height in rectangles:
+        inner = pixels[
+            int(y + 0.1 * height) : int(y + 0.85 * height),
+            int(x + 0.1 * width) : int(x + 0.9 * width),
+        ]
+        assert inner.std() > 20.0, f"a view at {x:.0f},{y:.0f} shows no content"
+    current, prior = (
+        pixels[int(y) : int(y + h), int(x) : int(x + w)] for x, y, w, h in rectangles[:2]
+    )
+    assert abs(current.mean() - prior.mean()) < 10.0
+    assert page.outside_requests() == []
+
+
+def test_registration_finishes_and_is_reported(page: Browser) -> None:
+    message = page.wait_for(
+        "(() => { const m = document.querySelector('#registration-message');"
+        " return m && m.textContent.includes('registered') ? m.textContent : ''; })()",
+        180,
+    )
+    shift = [float(v) for v in re.findall(r"-?\d+\.\d", message)[:3]]
+
+    assert len(shift) == 3
+    assert max(abs(v) for v in shift) < 3.0
+
+
+def test_scrolling_the_current_view_scrolls_the_registered_prior(page: Browser) -> None:
+    state = "window.trame.state"
+    start = page.evaluate(f"{state}.get('Current__SliderState__value')")
+    step = page.evaluate(f"{state}.get('Current__SliderState__step')")
+    target = round(start + 6 * step, 6)
+    page.evaluate(f"{state}.set('Current__SliderState__value', {target})")
+    followed = page.wait_for(
+        f"Math.abs({state}.get('Prior__SliderState__value') - {target}) < 0.01", 20
+    )
+
+    page.evaluate("document.querySelector('#linked-switch').click()")
+    page.wait_for(f"{state}.get('linked') === false", 10)
+    page.evaluate(f"{state}.set('Current__SliderState__value', {start})")
+    page.wait_for(f"Math.abs({state}.get('Current__SliderState__value') - {start}) < 0.01", 20)
+    time.sleep(1.0)
+    unlinked_prior = page.evaluate(f"{state}.get('Prior__SliderState__value')")
+    page.evaluate("document.querySelector('#linked-switch').click()")
+
+    assert followed
+    assert unlinked_prior == pytest.approx(target, abs=0.01)
+
+
+def test_moving_a_landmark_changes_the_measurement_in_the_page(
+    page: Browser, tmp_path: Path
+) -> None:
+    landmark_file = tmp_path / "leg_right.mrk.json"
+    write_markups_json(
+        landmark_file,
+        {k: np.array(v) for k, v in LANDMARKS_RAS_MM.items()},
+        name="Lower limb",
+        description="right",
+    )
+    page.evaluate("document.querySelector('#orientation-coronal').click()")
+    page.set_file_input("input[type=file]", landmark_file)
+    before = page.wait_for(
+        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
+        " return c ? c.textContent.trim() : ''; })()",
+        60,
+    )
+    expected_before = alignment_angles_deg(LANDMARKS_RAS_MM, "right")["hka_deg"]
+    assert float(before.split()[0].rstrip("°")) == pytest.approx(expected_before, abs=0.06)
+
+    page.evaluate(
+        "(() => { const row = [...document.querySelectorAll('.landmark-row')]"
+        ".find(r => r.textContent.includes('hip_center'));"
+        " row.querySelector('.move-r').click(); })()"
+    )
+    after = page.wait_for(
+        f"(() => {{ const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
+        f" const t = c ? c.textContent.trim() : ''; return t && t !== '{before}' ? t : ''; }})()",
+        30,
+    )
+    moved = dict(LANDMARKS_RAS_MM)
+    moved["hip_center"] = (85.0, 187.5, -615.0)
+    expected_after = alignment_angles_deg(moved, "right")["hka_deg"]
+
+    assert float(after.split()[0].rstrip("°")) == pytest.approx(expected_after, abs=0.06)
+    assert expected_after != pytest.approx(expected_before, abs=0.1)
+    time.sleep(2.0)
+    shot = page.screenshot(ARTIFACTS / "viewer_landmarks.png")
+    x, y, width, height = (int(v) for v in _view_rectangles(page)[0])
+    current_view = _png_rgb(shot)[y : y + height, x : x + width]
+    landmark_yellow = (
+        (current_view[..., 0] > 200) & (current_view[..., 1] > 150) & (current_view[..., 2] < 90)
+    )
+    assert landmark_yellow.sum() > 100, "the landmarks are not drawn in the current slice view"
+    # The README's picture is refreshed only on request, so test runs leave the tree clean.
+    small = ARTIFACTS / "viewer_small.png"
+    if os.environ.get("MSKWB_UPDATE_SCREENSHOTS"):
+        small = PROJECT_ROOT / "Resources" / "Screenshots" / "viewer.png"
+    assert page.screenshot(small, 0.75).stat().st_size < 300_000
+
+
+@pytest.mark.slow
+def test_plan_runs_with_progress_and_offers_report_and_scene(page: Browser) -> None:
+    page.evaluate("document.querySelector('#plan-button').click()")
+    page.wait_for("document.querySelector('#plan-message').textContent.trim() !== ''", 30)
+
+    # The plan runs off the event loop: a search answers while it is still running.
+    page.evaluate(
+        "(() => { const f = document.querySelector('#search-text');"
+        " f.value = 'NO-SUCH-PATIENT'; f.dispatchEvent(new Event('input')); })()"
+    )
+    page.evaluate("document.querySelector('#search-button').click()")
+    page.wait_for("document.querySelectorAll('.study-item').length === 0", 30)
+    responsive_while_planning = page.evaluate("window.trame.state.get('plan_running')")
+    outcome = page.wait_for(
+        "(() => { const a = [...document.querySelectorAll('.plan-download')];"
+        " const e = document.querySelector('#error-message');"
+        " if (e) return {error: e.textContent};"
+        " return a.length ? {links: a.map(e => e.getAttribute('href'))} : null; })()",
+        300,
+    )
+    assert "error" not in outcome, outcome
+    links = outcome["links"]
+    assert responsive_while_planning, "a search did not finish while the plan was running"
+    names = [link.rsplit("/", 1)[-1] for link in links]
+    report = page.evaluate(
+        f"fetch('{links[names.index('report.html')]}').then(r => r.text())", timeout_s=30
+    )
+    scene_bytes = page.evaluate(
+        f"fetch('{links[names.index('scene.mrb')]}').then(r => r.arrayBuffer())"
+        ".then(b => b.byteLength)",
+        timeout_s=60,
+    )
+
+    assert "report.html" in names and "scene.mrb" in names
+    assert "<html" in report.lower()
+    assert scene_bytes > 10_000
+    page.screenshot(ARTIFACTS / "viewer_planned.png")
+
+
+def test_no_request_left_the_machine(page: Browser) -> None:
+    assert page.requested_urls, "the page made no request at all"
+    assert any("/ws" in url or url.endswith(".js") for url in page.requested_urls)
+    assert page.outside_requests() == []

@@ -1,0 +1,165 @@
+"""Where the viewer finds studies: the local archive, or a DICOMweb PACS with a local cache.
+
+Both adapters answer the searches prior discovery needs (``search_studies(patient_id=...)``,
+``search_series(study_uid)``), a free-text search for the page, and the local files of a
+series. A PACS series is retrieved into a local archive first (one streamed request, resumed
+when cut), so the viewer and the plan read the same files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from MSKPriorsLib.archive import LocalArchive
+from MSKPriorsLib.dicomweb import DicomWebClient
+from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.retrieval import retrieve_into_archive
+from MSKPriorsLib.servers import resolve_server
+
+logger = logging.getLogger(__name__)
+
+
+class ViewerSource(Protocol):
+    """What the viewer needs from a place that holds studies."""
+
+    name: str
+    archive: LocalArchive
+    pacs: str | None
+
+    def search(self, text: str) -> list[StudyRecord]:
+        """Studies whose PatientID matches ``text`` (``*`` and ``?`` wildcards)."""
+        ...
+
+    def study(self, study_uid: str) -> StudyRecord:
+        """One study by its StudyInstanceUID."""
+        ...
+
+    def search_studies(self, *, patient_id: str) -> list[StudyRecord]:
+        """Studies with exactly this PatientID (for prior discovery)."""
+        ...
+
+    def search_series(self, study_uid: str) -> list[SeriesRecord]:
+        """The series of one study."""
+        ...
+
+    def series_files(self, series: SeriesRecord) -> list[Path]:
+        """Local DICOM files of one series (retrieved first when the source is remote)."""
+        ...
+
+
+def search_pattern(text: str) -> str:
+    """The PatientID pattern of a search text: as typed with wildcards, else ``*text*``."""
+    text = text.strip()
+    if not text or any(c in text for c in "*?"):
+        return text
+    return f"*{text}*"
+
+
+class ArchiveSource:
+    """The local archive (``mskwb fetch`` / ``mskwb import`` fill it).
+
+    Parameters
+    ----------
+    folder
+        The archive folder; it must exist.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"the archive folder {folder} does not exist")
+        self.archive = LocalArchive(Path(folder))
+        self.name = "archive"
+        self.pacs: str | None = None
+
+    def search(self, text: str) -> list[StudyRecord]:
+        """Archived studies whose PatientID, name or accession matches ``text``."""
+        pattern = search_pattern(text).lower()
+        studies = self.archive.search_studies()
+        if not pattern:
+            return studies
+        return [
+            s
+            for s in studies
+            if any(
+                fnmatch.fnmatchcase(value.lower(), pattern)
+                for value in (s.patient.patient_id, s.patient.name, s.accession_number)
+            )
+        ]
+
+    def study(self, study_uid: str) -> StudyRecord:
+        """One archived study."""
+        found = self.archive.search_studies(study_uid=study_uid)
+        if not found:
+            raise KeyError(f"study {study_uid} is not in the archive {self.archive.folder}")
+        return found[0]
+
+    def search_studies(self, *, patient_id: str) -> list[StudyRecord]:
+        """Archived studies with exactly this PatientID."""
+        return self.archive.search_studies(patient_id=patient_id)
+
+    def search_series(self, study_uid: str) -> list[SeriesRecord]:
+        """Archived series of a study."""
+        return self.archive.search_series(study_uid)
+
+    def series_files(self, series: SeriesRecord) -> list[Path]:
+        """Archived files of a series."""
+        files = self.archive.instance_paths(series.series_uid)
+        if not files:
+            raise KeyError(f"series {series.series_uid} has no files in the archive")
+        return files
+
+
+class PacsSource:
+    """A DICOMweb PACS searched with QIDO-RS; series retrieved into a local archive.
+
+    Parameters
+    ----------
+    name_or_url
+        A configured server name or a DICOMweb URL (credentials from the environment).
+    cache
+        Archive folder that receives retrieved series (created).
+    """
+
+    def __init__(self, name_or_url: str, cache: Path) -> None:
+        self.server = resolve_server(name_or_url)
+        self.name = self.server.name
+        self.pacs: str | None = name_or_url
+        self.client = DicomWebClient(self.server)
+        self.archive = LocalArchive(Path(cache))
+
+    def search(self, text: str) -> list[StudyRecord]:
+        """Studies whose PatientID matches ``text`` on the PACS (QIDO-RS wildcards)."""
+        return self.client.search_studies(patient_id=search_pattern(text) or None)
+
+    def study(self, study_uid: str) -> StudyRecord:
+        """One study by UID."""
+        found = self.client.search_studies(study_uid=study_uid)
+        if not found:
+            raise KeyError(f"study {study_uid} is not on the PACS {self.name}")
+        return found[0]
+
+    def search_studies(self, *, patient_id: str) -> list[StudyRecord]:
+        """Studies with exactly this PatientID on the PACS."""
+        return [
+            s
+            for s in self.client.search_studies(patient_id=patient_id)
+            if s.patient.patient_id == patient_id
+        ]
+
+    def search_series(self, study_uid: str) -> list[SeriesRecord]:
+        """The series of one study, by series number."""
+        return sorted(self.client.search_series(study_uid), key=lambda s: s.series_number)
+
+    def series_files(self, series: SeriesRecord) -> list[Path]:
+        """Retrieve a series into the cache archive (what it lacks only) and list its files."""
+        result = retrieve_into_archive(self.client, self.archive, [series])
+        if result.failures:
+            raise OSError("; ".join(result.failures))
+        files = self.archive.instance_paths(series.series_uid)
+        if not files:
+            raise KeyError(f"the PACS {self.name} returned no instances of {series.series_uid}")
+        logger.info("series %s: %d files in the cache", series.series_uid, len(files))
+        return files
