@@ -10,8 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from dicom_factory import new_instance
+from pydicom.uid import CTImageStorage, generate_uid
 
 from MSKPlannerLib.dicom_seg import (
     SegmentationExportError,
@@ -36,13 +36,7 @@ def write_ct_series(shared_data: Path, folder: Path, patient_id: str = "MSKWB-SE
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for number, k in enumerate(SLICES, start=1):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds = new_instance(CTImageStorage)
         ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = (
             patient_id,
             "Test^Seg",
@@ -181,3 +175,18 @@ def test_a_segmentation_node_exports_onto_the_source_grid(
     assert np.array_equal(label_kji > 0, sitk.GetArrayFromImage(labels.image) == 29)
     assert [item.SegmentLabel for item in seg.SegmentSequence] == ["vertebrae_L3"]
     assert app_context.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 1
+
+
+def test_sources_without_a_sop_class_are_refused_by_name(shared_data, ct_series) -> None:
+    labels = vertebra_labels(shared_data)
+    ct_series[3].SOPClassUID = ""  # as in the shared TotalSegmentator slices
+
+    with pytest.raises(SegmentationExportError, match="no SOPClassUID"):
+        build_segmentation(
+            ct_series,
+            sitk.GetArrayFromImage(labels.image),
+            ijk_to_ras_from_sitk(labels.image),
+            {26: "vertebrae_S1"},
+            generate_uid(),
+            generate_uid(),
+        )

@@ -136,6 +136,27 @@ def frames_on_sources(
     return sources, np.stack(frames)
 
 
+def _require_citable(source_datasets: Sequence[pydicom.Dataset]) -> None:
+    """Refuse source instances whose SOP Class, SOP Instance or Series UID is empty."""
+    for ds in source_datasets:
+        missing = [
+            keyword
+            for keyword in (
+                "SOPClassUID",
+                "SOPInstanceUID",
+                "SeriesInstanceUID",
+                "StudyInstanceUID",
+            )
+            if not str(ds.get(keyword, "") or "").strip()
+        ]
+        if missing:
+            series = str(ds.get("SeriesInstanceUID", "") or "(no series UID)")
+            raise SegmentationExportError(
+                f"series {series}: a source instance has no {', '.join(missing)}, so a DICOM "
+                "SEG cannot reference it"
+            )
+
+
 def build_segmentation(
     source_datasets: Sequence[pydicom.Dataset],
     label_kji: npt.NDArray[Any],
@@ -164,7 +185,13 @@ def build_segmentation(
     -------
     highdicom.seg.Segmentation
         One segment per named label value present in the map.
+
+    Raises
+    ------
+    SegmentationExportError
+        When the source instances lack the UIDs a SEG must cite, or no named label is present.
     """
+    _require_citable(source_datasets)
     sources, frames = frames_on_sources(label_kji, ijk_to_ras_mm, source_datasets)
     present = set(np.unique(frames).tolist())
     values = [value for value in sorted(names) if value in present and value != 0]
