@@ -8,20 +8,13 @@ import logging
 import sys
 from typing import Any
 
-from MSKPlannerLib.calibration import (
-    DEFAULT_BALL_DIAMETER_MM,
-    CalibrationError,
-    ball_calibration,
-    detect_calibration_ball,
-    fixed_magnification_calibration,
-    known_length_calibration,
-    loaded_spacing_mm,
-    pixel_aspect,
-    read_radiograph,
-)
 from mskworkbench.cli import CommandError
 
 logger = logging.getLogger(__name__)
+
+#: ``MSKPlannerLib.calibration.DEFAULT_BALL_DIAMETER_MM`` (a test keeps them equal). The Lib
+#: modules are imported when the command runs, so that ``mskwb`` starts quickly.
+DEFAULT_BALL_DIAMETER_MM = 25.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +67,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate and print the result."""
+    from MSKPlannerLib.calibration import (
+        CalibrationError,
+        ball_calibration,
+        detect_calibration_ball,
+        fixed_magnification_calibration,
+        known_length_calibration,
+        loaded_spacing_mm,
+        pixel_aspect,
+        read_radiograph,
+    )
+
     try:
         radiograph = read_radiograph(args.image)
     except (CalibrationError, OSError) as error:

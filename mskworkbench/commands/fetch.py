@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from MSKPriorsLib.archive import LocalArchive
-from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
-from MSKPriorsLib.retrieval import TransferProgress, retrieve_into_archive, series_to_retrieve
-from MSKPriorsLib.servers import ServerConfigError, resolve_server
 from mskworkbench.cli import CommandError
+
+if TYPE_CHECKING:
+    from MSKPriorsLib.retrieval import TransferProgress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +45,11 @@ def _show_progress(progress: TransferProgress) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Retrieve and report; exit status 1 when any instance failed."""
+    from MSKPriorsLib.archive import LocalArchive
+    from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
+    from MSKPriorsLib.retrieval import retrieve_into_archive, series_to_retrieve
+    from MSKPriorsLib.servers import ServerConfigError, resolve_server
+
     try:
         server = resolve_server(args.pacs)
         archive = LocalArchive(args.archive)

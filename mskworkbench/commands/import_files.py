@@ -8,7 +8,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.cli import CommandError
 
 
@@ -28,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Import and report; exit status 1 when a DICOM file could not be stored."""
+    from MSKPriorsLib.archive import LocalArchive
+
     if not args.folder.is_dir():
         raise CommandError(f"folder {args.folder} does not exist")
     with LocalArchive(args.archive) as archive:

@@ -6,16 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from MSKPriorsLib.dicom_geometry import SeriesLoadError
-from MSKPriorsLib.pixel_data_series import (
-    DicomSeriesVolume,
-    is_volume_file,
-    read_dicom_series,
-    read_volume_file,
-)
 from mskworkbench.cli import CommandError
+
+if TYPE_CHECKING:
+    from MSKPriorsLib.pixel_data_series import DicomSeriesVolume
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _load(args: argparse.Namespace) -> DicomSeriesVolume:
+    from MSKPriorsLib.dicom_geometry import SeriesLoadError
+    from MSKPriorsLib.pixel_data_series import is_volume_file, read_dicom_series, read_volume_file
+
     path: Path = args.path
     if not path.exists():
         raise CommandError(f"{path} does not exist")

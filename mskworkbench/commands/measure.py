@@ -7,21 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from MSKPlannerLib.calibration import CalibrationError, read_radiograph
-from MSKPlannerLib.label_maps import LabelMapError, read_label_map
-from MSKPlannerLib.landmarks import LandmarkError, LandmarkSet, read_landmark_files
-from MSKPlannerLib.measure_cobb import CobbError, cobb_from_sitk_labels
-from MSKPlannerLib.measurement_nodes import measure_landmarks
-from MSKPlannerLib.measurement_table import (
-    VOLUME_GEOMETRY,
-    Calibration,
-    MeasurementTable,
-)
 from mskworkbench.cli import CommandError
+
+if TYPE_CHECKING:
+    from MSKPlannerLib.landmarks import LandmarkSet
+    from MSKPlannerLib.measurement_table import Calibration, MeasurementTable
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
     """The calibration saved by ``mskwb calibrate --json`` and the landmark coordinate scale."""
+    import numpy as np
+
+    from MSKPlannerLib.measurement_table import Calibration
+
     try:
         data = json.loads(path.read_text())
         spacing = data.get("mm_per_pixel")
@@ -97,6 +93,9 @@ def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
 
 def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
     """Calibration, landmark coordinate scale and source image name."""
+    from MSKPlannerLib.calibration import CalibrationError, read_radiograph
+    from MSKPlannerLib.measurement_table import VOLUME_GEOMETRY, Calibration
+
     if args.image is not None:
         try:
             radiograph = read_radiograph(args.image)
@@ -119,6 +118,8 @@ def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
 
 
 def _scaled(landmarks: LandmarkSet, scale: float) -> LandmarkSet:
+    from MSKPlannerLib.landmarks import LandmarkSet
+
     if scale == 1.0:
         return landmarks
     return LandmarkSet(
@@ -130,6 +131,9 @@ def _scaled(landmarks: LandmarkSet, scale: float) -> LandmarkSet:
 
 
 def _cobb_from_labels(args: argparse.Namespace) -> MeasurementTable:
+    from MSKPlannerLib.label_maps import LabelMapError, read_label_map
+    from MSKPlannerLib.measure_cobb import CobbError, cobb_from_sitk_labels
+
     names: Path | None = args.label_names
     if names is None:
         beside = args.labels.parent / "label_names.json"
@@ -154,6 +158,10 @@ def _flat(kind: str, table: MeasurementTable) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print the values."""
+    from MSKPlannerLib.landmarks import LandmarkError, read_landmark_files
+    from MSKPlannerLib.measure_cobb import CobbError
+    from MSKPlannerLib.measurement_nodes import measure_landmarks
+
     if args.kind == "cobb" and args.labels is not None and not args.landmarks:
         table = _cobb_from_labels(args)
         side = None

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 from mskworkbench.cli import CommandError
-from mskworkbench.local_orthanc import LocalOrthanc, OrthancMissingError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Start Orthanc and wait for Ctrl-C or SIGTERM."""
+    from mskworkbench.local_orthanc import LocalOrthanc, OrthancMissingError
+
     password = os.environ.get("MSKWB_ORTHANC_PASSWORD", "mskwb-test")
     orthanc = LocalOrthanc(args.storage, args.port, args.user, password)
     try:

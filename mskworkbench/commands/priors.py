@@ -8,21 +8,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from MSKPriorsLib.archive import LocalArchive
-from MSKPriorsLib.dicomweb import DicomWebClient
-from MSKPriorsLib.hanging_protocols import HangingProtocolError, load_rules, plan_hanging
-from MSKPriorsLib.prior_discovery import (
-    PriorSearch,
-    discover_priors,
-    find_study,
-    latest_study,
-    source_name,
-)
-from MSKPriorsLib.records import StudyRecord
-from MSKPriorsLib.servers import ServerConfigError, resolve_server
 from mskworkbench.cli import CommandError
+
+if TYPE_CHECKING:
+    from MSKPriorsLib.archive import LocalArchive
+    from MSKPriorsLib.dicomweb import DicomWebClient
+    from MSKPriorsLib.prior_discovery import PriorSearch
+    from MSKPriorsLib.records import StudyRecord
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,6 +64,10 @@ def open_sources(
     pacs: list[str], archive: Path | None
 ) -> Iterator[list[DicomWebClient | LocalArchive]]:
     """Open a DICOMweb client per server and the archive, closing them all afterwards."""
+    from MSKPriorsLib.archive import LocalArchive
+    from MSKPriorsLib.dicomweb import DicomWebClient
+    from MSKPriorsLib.servers import ServerConfigError, resolve_server
+
     if not pacs and archive is None:
         raise CommandError("give at least one --pacs server or an --archive folder")
     if archive is not None and not archive.is_dir():
@@ -89,6 +87,8 @@ def open_sources(
 
 def run(args: argparse.Namespace) -> int:
     """Find the current study, search and rank its priors, and print them."""
+    from MSKPriorsLib.prior_discovery import discover_priors, find_study, latest_study, source_name
+
     with open_sources(args.pacs, args.archive) as sources:
         failures: dict[str, str] = {}
         try:
@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _hanging(result: PriorSearch) -> dict[str, Any]:
+    from MSKPriorsLib.hanging_protocols import HangingProtocolError, load_rules, plan_hanging
+
     try:
         plan = plan_hanging(
             load_rules(),

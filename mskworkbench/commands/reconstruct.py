@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-
 from mskworkbench.cli import CommandError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +67,8 @@ def load_ct(context: Any, source: str, archive: Path | None) -> tuple[Any, list[
     A folder or an archive series UID is read as DICOM with checked geometry (gantry tilt
     and uneven slices are corrected and reported); a volume file is read with SimpleITK.
     """
+    import SimpleITK as sitk
+
     from MSKPriorsLib.mrml_volumes import add_volume_from_sitk
 
     path = Path(source)

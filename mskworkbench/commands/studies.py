@@ -6,13 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from MSKPriorsLib.archive import LocalArchive
-from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
-from MSKPriorsLib.records import SeriesRecord, StudyRecord
-from MSKPriorsLib.servers import ServerConfigError, resolve_server
 from mskworkbench.cli import CommandError
+
+if TYPE_CHECKING:
+    from MSKPriorsLib.records import SeriesRecord, StudyRecord
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list[SeriesRecord]]]]:
+    from MSKPriorsLib.archive import LocalArchive
+    from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
+    from MSKPriorsLib.servers import ServerConfigError, resolve_server
+
     if args.archive is not None:
         if not args.archive.is_dir():
             raise CommandError(f"archive folder {args.archive} does not exist")

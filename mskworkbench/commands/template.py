@@ -15,11 +15,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mskworkbench.cli import CommandError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from MSKPlannerLib.calibration import Radiograph
     from MSKPlannerLib.measurement_table import Calibration
 
@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def radiograph_ijk_to_ras(radiograph: Radiograph) -> np.ndarray:
     """IJK-to-RAS matrix of a radiograph as the workbench loads it (see the module text)."""
+    import numpy as np
+
     from MSKPlannerLib.calibration import CalibrationError, pixel_to_ras_matrix
 
     value = radiograph.dataset.get("PatientOrientation") or ["L", "F"]
@@ -199,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _json_default(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.floating | np.integer):
