@@ -1,11 +1,12 @@
-"""Test helpers that write real DICOM slices again as new studies (new UIDs, changed tags)."""
+"""Test helpers that write DICOM: real slices again as new studies, or new empty instances."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 
 def copy_series(files: list[Path], folder: Path, **changes: str) -> list[Path]:
@@ -34,3 +35,20 @@ def copy_series(files: list[Path], folder: Path, **changes: str) -> list[Path]:
 def study_uid_of(files: list[Path]) -> str:
     """StudyInstanceUID of the first file."""
     return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+def new_instance(sop_class_uid: str) -> Dataset:
+    """An empty instance of ``sop_class_uid`` with a new SOPInstanceUID and its file meta.
+
+    The transfer syntax is explicit VR little endian; save it with
+    ``save_as(path, enforce_file_format=True)``.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds

@@ -18,6 +18,7 @@ from MSKPlannerLib.calibration import (
     known_length_calibration,
     pixel_aspect,
     pixels_to_ras_mm,
+    radiograph_ijk_to_ras,
     read_radiograph,
 )
 from MSKPlannerLib.measure_hip import measure_hip
@@ -65,6 +66,39 @@ def test_hip_radiograph_calibrates_identically_in_three_codecs(shared_data: Path
     assert values[1] == values[0] and values[2] == values[0]
     assert detections[1] == detections[0] and detections[2] == detections[0]
     assert [float(r.pixels.mean()) for r in radiographs] == [float(reference.pixels.mean())] * 3
+
+
+def test_radiograph_ijk_to_ras_follows_patient_orientation(shared_data: Path) -> None:
+    radiograph = read_radiograph(shared_data / "wg04" / "RG2_JPLL.dcm")
+    row_mm, column_mm = radiograph.calibration.mm_per_pixel
+    radiograph.dataset.PatientOrientation = ["L", "F"]
+
+    matrix, orientation = radiograph_ijk_to_ras(radiograph)
+
+    assert orientation == ("L", "F")
+    expected = np.eye(4)
+    expected[:3, 0] = [-column_mm, 0.0, 0.0]  # i along a row, toward the patient's left
+    expected[:3, 1] = [0.0, 0.0, -row_mm]  # j down the rows, toward the feet
+    expected[:3, 2] = [0.0, -1.0, 0.0]  # unit normal i x j
+    np.testing.assert_allclose(matrix, expected, atol=1e-12)
+    pixel_rc = np.array([412.0, 1033.0])
+    np.testing.assert_allclose(
+        (matrix @ [pixel_rc[1], pixel_rc[0], 0.0, 1.0])[:3],
+        pixels_to_ras_mm(pixel_rc, radiograph.calibration, ["L", "F"]),
+        atol=1e-9,
+    )
+
+    radiograph.dataset.PatientOrientation = ["A", "H"]
+    matrix, orientation = radiograph_ijk_to_ras(radiograph)
+    assert orientation == ("A", "H")
+    np.testing.assert_allclose(matrix[:3, 0], [0.0, column_mm, 0.0], atol=1e-12)
+    np.testing.assert_allclose(matrix[:3, 1], [0.0, 0.0, row_mm], atol=1e-12)
+
+    for unusable in (["X", "F"], ["L"]):
+        radiograph.dataset.PatientOrientation = unusable
+        matrix, orientation = radiograph_ijk_to_ras(radiograph)
+        assert orientation == ("L", "F"), unusable
+        np.testing.assert_allclose(matrix, expected, atol=1e-12)
 
 
 def test_radiograph_without_spacing_refuses_lengths(shared_data: Path) -> None:

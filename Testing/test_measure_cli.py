@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+from dicom_factory import new_instance
+from pydicom.uid import ComputedRadiographyImageStorage
 
 from MSKPlannerLib.landmarks import write_markups_json
 from MSKPlannerLib.measurement_phantoms import (
@@ -32,13 +32,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, str
 
 
 def _write_cr(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID = ComputedRadiographyImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset = new_instance(ComputedRadiographyImageStorage)
     dataset.Modality = "CR"
     dataset.PatientID = "SYNTH"
     dataset.Rows, dataset.Columns = pixels.shape

@@ -14,12 +14,12 @@ from MSKPlannerLib.measure_cobb import (
     cobb_from_endplates,
     cobb_from_label_map,
     cobb_from_sitk_labels,
-    ijk_to_ras_of_sitk,
     parse_endplate_name,
     vertebra_order,
 )
 from MSKPlannerLib.measurement_phantoms import endplate_lines, spine_label_map, spine_phantom
 from MSKPlannerLib.measurement_table import VOLUME_GEOMETRY
+from MSKPriorsLib.frames import ijk_to_ras_from_sitk
 
 TILTS_DEG = [1.0, 4.0, 9.0, 3.0, -4.0, -13.0, -7.0, -1.0]  # T10..L5, convex right, apex L2
 
@@ -128,7 +128,7 @@ def test_automatic_cobb_on_real_totalsegmentator_labels(shared_data: Path) -> No
     labels_kji = np.asarray(nifti.dataobj).transpose(2, 1, 0)
     again = cobb_from_label_map(labels_kji, nifti.affine, label_map.names, "ct_volume")
     assert again.rows[0].value == pytest.approx(row.value, abs=1e-6)
-    np.testing.assert_allclose(ijk_to_ras_of_sitk(label_map.image), nifti.affine, atol=1e-3)
+    np.testing.assert_allclose(ijk_to_ras_from_sitk(label_map.image), nifti.affine, atol=1e-3)
 
 
 def test_too_few_vertebrae_are_refused() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from MSKPriorsLib.prior_discovery import AFTER_CURRENT, SOURCES_DISAGREE, discover_priors
 from MSKPriorsLib.prior_ranking import AFTER_CURRENT_PENALTY, score_relevance
-from MSKPriorsLib.records import PatientIdentity, SeriesRecord, StudyRecord
+from MSKPriorsLib.records import PatientIdentity, SeriesRecord, StudyRecord, shown_date
 
 PATIENT = PatientIdentity("PAT-7", "", "Doe^Jane", "19650412")
 
@@ -252,3 +252,10 @@ def test_json_view_carries_scores_and_reasons() -> None:
     assert data["priors"][0]["reason"].startswith("same body part (KNEE); same side (L)")
     assert data["priors"][0]["identity"]["matched"] is True
     assert data["current"]["study_uid"] == "1.1"
+
+
+def test_study_dates_are_shown_as_iso_dates() -> None:
+    assert shown_date("20250114") == "2025-01-14"
+    assert shown_date("") == "no date"
+    assert shown_date("", "unknown date") == "unknown date"
+    assert shown_date("2025") == "2025"  # not a full DA value: shown as it is

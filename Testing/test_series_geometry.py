@@ -17,8 +17,8 @@ import numpy.typing as npt
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from dicom_factory import new_instance
+from pydicom.uid import CTImageStorage, generate_uid
 
 from MSKPriorsLib.dicom_geometry import SeriesLoadError, analyse_stack
 from MSKPriorsLib.pixel_data_resampling import regular_stack_image
@@ -51,13 +51,7 @@ def write_slice(
     patient_id: str = "SYN-1",
 ) -> None:
     """Write one CT slice with the given geometry (LPS mm) and stored pixels."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_instance(CTImageStorage)
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"

@@ -93,37 +93,27 @@ def _table(radiograph: pydicom.Dataset, ct_series_uid: str) -> MeasurementTable:
     return table
 
 
-def test_every_row_reads_back_the_same(shared_data, hip_radiograph, tmp_path) -> None:
-    ct = [
-        pydicom.dcmread(p, stop_before_pixels=True)
-        for p in write_ct_series(shared_data, tmp_path / "ct")
-    ]
-    table = _table(hip_radiograph, ct[0].SeriesInstanceUID)
-    sources = {hip_radiograph.SOPInstanceUID: hip_radiograph, ct[0].SeriesInstanceUID: ct[0]}
-
-    sr = build_measurement_report(
-        table, [hip_radiograph, ct[0]], generate_uid(), generate_uid(), sources
-    )
+def _written_report(
+    shared_data, radiograph: pydicom.Dataset, tmp_path
+) -> tuple[pydicom.Dataset, MeasurementTable, pydicom.Dataset]:
+    """Header of a CT slice, the table citing it and the radiograph, the SR read back."""
+    ct = pydicom.dcmread(write_ct_series(shared_data, tmp_path / "ct")[0], stop_before_pixels=True)
+    table = _table(radiograph, ct.SeriesInstanceUID)
+    sources = {radiograph.SOPInstanceUID: radiograph, ct.SeriesInstanceUID: ct}
+    sr = build_measurement_report(table, [radiograph, ct], generate_uid(), generate_uid(), sources)
     sr.save_as(tmp_path / "sr.dcm")
-    reread = pydicom.dcmread(tmp_path / "sr.dcm")
+    return ct, table, pydicom.dcmread(tmp_path / "sr.dcm")
+
+
+def test_every_row_reads_back_the_same(shared_data, hip_radiograph, tmp_path) -> None:
+    _, table, reread = _written_report(shared_data, hip_radiograph, tmp_path)
 
     assert read_measurement_table(reread).to_dict() == table.to_dict()
     assert isinstance(hd.sr.srread(tmp_path / "sr.dcm"), hd.sr.Comprehensive3DSR)
 
 
 def test_codes_units_and_regions(shared_data, hip_radiograph, tmp_path) -> None:
-    ct = [
-        pydicom.dcmread(p, stop_before_pixels=True)
-        for p in write_ct_series(shared_data, tmp_path / "ct")
-    ]
-    table = _table(hip_radiograph, ct[0].SeriesInstanceUID)
-    sources = {hip_radiograph.SOPInstanceUID: hip_radiograph, ct[0].SeriesInstanceUID: ct[0]}
-
-    sr = build_measurement_report(
-        table, [hip_radiograph, ct[0]], generate_uid(), generate_uid(), sources
-    )
-    sr.save_as(tmp_path / "sr.dcm")
-    sr = pydicom.dcmread(tmp_path / "sr.dcm")
+    ct, _, sr = _written_report(shared_data, hip_radiograph, tmp_path)
     groups = measurement_groups(sr)
     numbers = [next(i for i in g.ContentSequence if i.ValueType == "NUM") for g in groups]
     names = [n.ConceptNameCodeSequence[0] for n in numbers]
@@ -146,7 +136,7 @@ def test_codes_units_and_regions(shared_data, hip_radiograph, tmp_path) -> None:
     assert np.allclose(region_2d["points"], [[985, 712], [900, 708], [745, 850]])
     region_3d = region_of_group(groups[1])
     assert region_3d["type"] == "SCOORD3D"
-    assert region_3d["frame_of_reference_uid"] == ct[0].FrameOfReferenceUID
+    assert region_3d["frame_of_reference_uid"] == ct.FrameOfReferenceUID
     assert np.allclose(region_3d["points"], [[-1, -2, 3], [-4, -5, 6]])  # RAS -> LPS
     assert region_of_group(groups[2]) is None
     # The row whose source is a plain file refers to no image and still reads back.

@@ -18,7 +18,8 @@ Public API
   needed to rescale landmarks placed on it to another calibration.
 - :func:`pixel_to_ras_matrix` / :func:`pixels_to_ras_mm`: pixel ``(row, column)`` positions to
   RAS mm in the frontal plane, using PatientOrientation, so the measurement functions can be
-  used on radiograph landmarks.
+  used on radiograph landmarks; :func:`radiograph_ijk_to_ras`: the 4x4 matrix of a radiograph
+  loaded into a scene.
 
 All spacings are ``(row spacing, column spacing)`` in mm, i.e. the distance between rows and
 between columns, as in DICOM PixelSpacing. Pixel positions are ``(row, column)`` with (0, 0)
@@ -31,7 +32,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,7 @@ from MSKPlannerLib.calibration_ball import (
     detect_calibration_ball,
 )
 from MSKPlannerLib.measurement_table import Calibration
+from MSKPriorsLib.pixel_data import spacing_pair_mm
 
 __all__ = [
     "DEFAULT_BALL_DIAMETER_MM",
@@ -61,6 +62,7 @@ __all__ = [
     "pixel_aspect",
     "pixel_to_ras_matrix",
     "pixels_to_ras_mm",
+    "radiograph_ijk_to_ras",
     "read_radiograph",
 ]
 
@@ -70,19 +72,6 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Magnification factors a user may choose for a fixed-magnification calibration.
 MAGNIFICATION_RANGE = (1.0, 1.5)
-
-
-def _spacing(value: Any) -> tuple[float, float] | None:
-    """A two-value spacing tag as floats, or None when absent, malformed or not positive."""
-    if value is None:
-        return None
-    try:
-        values = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    if len(values) != 2 or not all(np.isfinite(values)) or min(values) <= 0.0:
-        return None
-    return values[0], values[1]
 
 
 def _fmt(spacing: tuple[float, float]) -> str:
@@ -111,9 +100,9 @@ def calibration_from_dataset(dataset: pydicom.Dataset, source: str = "") -> Cali
           pixel aspect ratio and a user-chosen magnification factor).
     """
     name = source or str(dataset.get("SOPInstanceUID", "the image"))
-    pixel = _spacing(dataset.get("PixelSpacing"))
-    imager = _spacing(dataset.get("ImagerPixelSpacing"))
-    nominal = _spacing(dataset.get("NominalScannedPixelSpacing"))
+    pixel = spacing_pair_mm(dataset.get("PixelSpacing"))
+    imager = spacing_pair_mm(dataset.get("ImagerPixelSpacing"))
+    nominal = spacing_pair_mm(dataset.get("NominalScannedPixelSpacing"))
     calibration_type = str(dataset.get("PixelSpacingCalibrationType", "") or "").strip()
     factor_value = dataset.get("EstimatedRadiographicMagnificationFactor")
     try:
@@ -170,7 +159,9 @@ def loaded_spacing_mm(dataset: pydicom.Dataset) -> tuple[float, float] | None:
     then shows 1 mm per pixel). Landmarks placed on the image as loaded are in these units;
     they are rescaled to another calibration by the ratio of the spacings.
     """
-    return _spacing(dataset.get("PixelSpacing")) or _spacing(dataset.get("ImagerPixelSpacing"))
+    return spacing_pair_mm(dataset.get("PixelSpacing")) or spacing_pair_mm(
+        dataset.get("ImagerPixelSpacing")
+    )
 
 
 def fixed_magnification_calibration(
@@ -366,3 +357,39 @@ def pixels_to_ras_mm(
     matrix = pixel_to_ras_matrix(spacing, patient_orientation)
     points = np.asarray(points_rc, dtype=float)
     return points @ matrix[:, :2].T
+
+
+def radiograph_ijk_to_ras(radiograph: Radiograph) -> tuple[FloatArray, tuple[str, str]]:
+    """IJK-to-RAS matrix of a radiograph as the workbench loads it into a scene (one slice).
+
+    ``i`` runs along a row (the column index), ``j`` down the rows and ``k`` along the unit
+    normal of the picture. The spacing is the tag calibration's, or 1 per pixel when the image
+    is uncalibrated. A PatientOrientation that is missing or not understood is taken as
+    ``("L", "F")``, the usual frontal view.
+
+    Parameters
+    ----------
+    radiograph
+        The radiograph (:func:`read_radiograph`).
+
+    Returns
+    -------
+    ijk_to_ras
+        Shape (4, 4), voxel index ``(i, j, k, 1)`` to RAS (mm when calibrated).
+    patient_orientation
+        The two PatientOrientation letters the matrix follows.
+    """
+    value = radiograph.dataset.get("PatientOrientation") or ["L", "F"]
+    spacing = radiograph.calibration.mm_per_pixel or (1.0, 1.0)
+    try:
+        orientation = (str(value[0]), str(value[1]))
+        rc_to_ras = pixel_to_ras_matrix(spacing, orientation)
+    except (CalibrationError, IndexError):
+        orientation = ("L", "F")
+        rc_to_ras = pixel_to_ras_matrix(spacing, orientation)
+    matrix = np.eye(4)
+    matrix[:3, 0] = rc_to_ras[:, 1]
+    matrix[:3, 1] = rc_to_ras[:, 0]
+    normal = np.cross(matrix[:3, 0], matrix[:3, 1])
+    matrix[:3, 2] = normal / np.linalg.norm(normal)
+    return matrix, orientation

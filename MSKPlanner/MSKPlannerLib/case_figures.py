@@ -19,7 +19,6 @@ import vtk
 from MSKPlannerLib.case_loading import LoadedImage
 from MSKPlannerLib.case_measures import names_table_for
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map
-from MSKPlannerLib.measure_cobb import ijk_to_ras_of_sitk
 from MSKPlannerLib.rendering import (
     PALETTE,
     LineMark,
@@ -33,6 +32,7 @@ from MSKPlannerLib.rendering import (
     write_png,
 )
 from MSKPlannerLib.report_html import Figure
+from MSKPriorsLib.frames import ijk_to_ras_from_sitk
 
 if TYPE_CHECKING:
     from MSKPlannerLib.case_plan import PlanState
@@ -327,7 +327,7 @@ def _cobb_figure(state: PlanState) -> Figure | None:
     import SimpleITK as sitk
 
     labels_kji = sitk.GetArrayFromImage(label_map.image)
-    labels_ijk_to_ras = ijk_to_ras_of_sitk(label_map.image)
+    labels_ijk_to_ras = ijk_to_ras_from_sitk(label_map.image)
     voxels = np.argwhere(labels_kji > 0)
     if voxels.size == 0:
         return None

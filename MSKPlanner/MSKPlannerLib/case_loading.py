@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from MSKPlannerLib.calibration import CalibrationError, pixel_to_ras_matrix, read_radiograph
+from MSKPlannerLib.calibration import CalibrationError, radiograph_ijk_to_ras, read_radiograph
 from MSKPlannerLib.measurement_table import Calibration
 from MSKPriorsLib.dicom_geometry import SeriesLoadError
 from MSKPriorsLib.display_presets import default_preset_for, get_preset, window_level_for
@@ -32,7 +32,8 @@ from MSKPriorsLib.mrml_volumes import (
     new_subject_hierarchy_parent,
     place_under,
 )
-from MSKPriorsLib.records import StudyRecord
+from MSKPriorsLib.records import StudyRecord, shown_date
+from MSKPriorsLib.registration import transform_to_parent_ras
 from MSKPriorsLib.series_loader import load_series
 
 if TYPE_CHECKING:
@@ -106,23 +107,12 @@ class LoadedImage:
         matrix = self.ijk_to_ras_mm
         if self.transform_node is None:
             return matrix
-        return transform_to_parent(self.transform_node) @ matrix
-
-
-def transform_to_parent(transform_node: Any) -> FloatArray:
-    """4x4 matrix of a linear transform node, from its children to the world (RAS mm)."""
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    transform_node.GetMatrixTransformToParent(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+        return transform_to_parent_ras(self.transform_node) @ matrix
 
 
 def study_title(role: str, study: StudyRecord) -> str:
     """``Current 2026-11-20`` or ``Prior 2024-10-02``: role and date of a study."""
-    date = study.study_date
-    shown = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else "no date"
-    return f"{role.capitalize()} {shown}"
+    return f"{role.capitalize()} {shown_date(study.study_date)}"
 
 
 def study_item(state: PlanState, study: StudyRecord, role: str) -> int:
@@ -238,19 +228,7 @@ def _load_radiograph(
 ) -> LoadedImage:
     radiograph = read_radiograph(files[0])
     dataset = radiograph.dataset
-    orientation_value = dataset.get("PatientOrientation") or ["L", "F"]
-    orientation = (str(orientation_value[0]), str(orientation_value[1]))
-    try:
-        spacing = radiograph.calibration.mm_per_pixel or (1.0, 1.0)
-        rc_to_ras = pixel_to_ras_matrix(spacing, orientation)
-    except CalibrationError:
-        orientation = ("L", "F")
-        rc_to_ras = pixel_to_ras_matrix(spacing, orientation)
-    ijk_to_ras = np.eye(4)
-    ijk_to_ras[:3, 0] = rc_to_ras[:, 1]  # i runs along a row (column index)
-    ijk_to_ras[:3, 1] = rc_to_ras[:, 0]  # j runs down the rows
-    ijk_to_ras[:3, 2] = np.cross(ijk_to_ras[:3, 0], ijk_to_ras[:3, 1])
-    ijk_to_ras[:3, 2] /= np.linalg.norm(ijk_to_ras[:3, 2])
+    ijk_to_ras, orientation = radiograph_ijk_to_ras(radiograph)
     node = add_volume_from_array(
         state.context.scene, radiograph.pixels.astype(np.float32)[None], ijk_to_ras, title
     )

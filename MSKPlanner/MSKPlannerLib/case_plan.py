@@ -43,7 +43,7 @@ from MSKPlannerLib.report_html import write_report
 from MSKPriorsLib.app_context import AppContext
 from MSKPriorsLib.archive import LocalArchive
 from MSKPriorsLib.prior_discovery import PriorSearch, discover_priors
-from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.records import SeriesRecord, StudyRecord, shown_date
 
 logger = logging.getLogger(__name__)
 
@@ -292,11 +292,11 @@ def _find_studies(state: PlanState) -> None:
     if search.reason:
         state.warn("matching", "no_priors", f"No prior can be matched: {search.reason}.")
     for rejected in search.rejected:
+        date = shown_date(rejected.study.study_date, "unknown date")
         state.warn(
             "matching",
             rejected.code,
-            f"A study of {_shown_date(rejected.study.study_date)} filed under the same "
-            f"patient ID was NOT used: {rejected.reason}",
+            f"A study of {date} filed under the same patient ID was NOT used: {rejected.reason}",
             where=f"study {rejected.study.study_uid}",
             high=True,
         )
@@ -421,10 +421,3 @@ def _save_scene_quietly(context: AppContext, path: Path) -> None:
         context.save_mrb(path)  # failures raise; only the chatter is hidden
     finally:
         window.SetDisplayMode(mode)
-
-
-def _shown_date(date: str) -> str:
-    """``20250114`` -> ``2025-01-14``; other text unchanged, empty -> ``unknown date``."""
-    if len(date) == 8 and date.isdigit():
-        return f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    return date or "unknown date"

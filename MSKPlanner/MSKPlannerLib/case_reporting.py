@@ -9,7 +9,6 @@ nothing: the files stay and the failure is reported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -25,7 +24,7 @@ from MSKPlannerLib.dicom_seg import (
 )
 from MSKPlannerLib.dicom_sr import SRError, build_measurement_report
 from MSKPlannerLib.key_images import KeyImageError, build_key_image, build_key_object_selection
-from MSKPlannerLib.pacs_upload import Outbox, OutboxError
+from MSKPlannerLib.pacs_upload import Outbox, OutboxError, content_digest
 from MSKPriorsLib.archive import ArchiveError
 
 if TYPE_CHECKING:
@@ -36,13 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Report sections whose pictures become key images.
 KEY_IMAGE_SECTIONS = ("measurements", "bones")
-
-
-def _digest(*parts: bytes) -> str:
-    hasher = hashlib.sha256()
-    for part in parts:
-        hasher.update(part)
-    return hasher.hexdigest()[:32]
 
 
 def _headers(image: LoadedImage) -> list[pydicom.Dataset]:
@@ -81,7 +73,7 @@ def _write_sr(
             "reporting", "sr_not_written", "No DICOM SR was written: no measurement was made."
         )
         return None
-    digest = _digest(json.dumps(state.table.to_dict(), sort_keys=True, default=str).encode())
+    digest = content_digest(json.dumps(state.table.to_dict(), sort_keys=True, default=str).encode())
     try:
         report = build_measurement_report(
             state.table,
@@ -112,7 +104,9 @@ def _write_seg(state: PlanState, outbox: Outbox) -> bool:
         labels_kji, ijk_to_ras, names = label_map_from_segmentation_node(
             state.context.segmentations_logic, result.segmentation_node, image.node
         )
-        digest = _digest(np.ascontiguousarray(labels_kji).tobytes(), json.dumps(names).encode())
+        digest = content_digest(
+            np.ascontiguousarray(labels_kji).tobytes(), json.dumps(names).encode()
+        )
         seg = build_segmentation(
             _headers(image),
             labels_kji,
@@ -139,11 +133,11 @@ def _write_key_images(
     ]
     names: list[str] = []
     key_objects: list[pydicom.Dataset] = []
-    series_digest = _digest(*(np.ascontiguousarray(p).tobytes() for p in pictures))
+    series_digest = content_digest(*(np.ascontiguousarray(p).tobytes() for p in pictures))
     try:
         for index, picture in enumerate(pictures):
             name = f"key_image_{index + 1}"
-            digest = _digest(np.ascontiguousarray(picture).tobytes())
+            digest = content_digest(np.ascontiguousarray(picture).tobytes())
             image = build_key_image(
                 picture,
                 reference,

@@ -44,6 +44,7 @@ from MSKPlannerLib.demo_radiograph import (
     long_leg_radiograph,
 )
 from MSKPlannerLib.landmarks import write_markups_json
+from MSKPriorsLib.frames import LPS_TO_RAS, lps_grid_from_ijk_to_ras, sitk_from_array
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +175,10 @@ def write_ct_series(
         The written files, one per slice.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    flip = np.diag([-1.0, -1.0, 1.0])
     matrix = np.asarray(ijk_to_ras_mm, dtype=float)
-    spacing_mm = np.linalg.norm(matrix[:3, :3], axis=0)
-    row_direction_lps = flip @ matrix[:3, 0] / spacing_mm[0]
-    column_direction_lps = flip @ matrix[:3, 1] / spacing_mm[1]
+    spacing_mm, _, direction_lps = lps_grid_from_ijk_to_ras(matrix)
+    row_direction_lps = direction_lps[:, 0]
+    column_direction_lps = direction_lps[:, 1]
     pixels = np.clip(np.round(array_kji), -32768, 32767).astype(np.int16)
     paths = []
     for k in range(pixels.shape[0]):
@@ -192,7 +192,7 @@ def write_ct_series(
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.FrameOfReferenceUID = _uid(study_uid, "frame")
-        position_lps = flip @ (matrix @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
+        position_lps = LPS_TO_RAS @ (matrix @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
         ds.ImagePositionPatient = [f"{v:.4f}" for v in position_lps]
         ds.ImageOrientationPatient = [
             f"{v:.6f}" for v in (*row_direction_lps, *column_direction_lps)
@@ -392,7 +392,7 @@ def build_demo_dicom(
         CURRENT_DATE,
     )
 
-    current_lps = _sitk_from_kji(ct_kji, ct_affine)
+    current_lps = sitk_from_array(np.asarray(ct_kji, dtype=np.float32), ct_affine)
     prior_kji = sitk.GetArrayFromImage(moved_prior(current_lps))
     write_ct_series(
         prior_kji,
@@ -462,17 +462,6 @@ def build_demo_dicom(
         real_ct=real,
         expected=expected,
     )
-
-
-def _sitk_from_kji(array_kji: npt.NDArray[Any], ijk_to_ras_mm: FloatArray) -> sitk.Image:
-    flip = np.diag([-1.0, -1.0, 1.0])
-    spacing_mm = np.linalg.norm(ijk_to_ras_mm[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.asarray(array_kji, dtype=np.float32))
-    image.SetSpacing(tuple(float(s) for s in spacing_mm))
-    image.SetOrigin(tuple(float(v) for v in flip @ ijk_to_ras_mm[:3, 3]))
-    direction = flip @ (ijk_to_ras_mm[:3, :3] / spacing_mm)
-    image.SetDirection(tuple(float(v) for v in direction.ravel()))
-    return image
 
 
 def build_demo_archive(

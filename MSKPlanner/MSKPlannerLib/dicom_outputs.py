@@ -21,7 +21,6 @@ nothing twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -37,7 +36,7 @@ from MSKPlannerLib.dicom_sr import build_measurement_report
 from MSKPlannerLib.key_images import build_key_image, build_key_object_selection, read_png_rgb
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map, select_bone_labels
 from MSKPlannerLib.measurement_table import MeasurementTable
-from MSKPlannerLib.pacs_upload import Outbox, UploadReport
+from MSKPlannerLib.pacs_upload import Outbox, UploadReport, content_digest
 from MSKPriorsLib.mrml_volumes import ijk_to_ras_from_sitk
 
 logger = logging.getLogger(__name__)
@@ -61,13 +60,6 @@ class CaseInputs:
     series: dict[str, list[pydicom.Dataset]] = field(default_factory=dict)
     label_map_path: Path | None = None
     key_image_paths: list[Path] = field(default_factory=list)
-
-
-def _digest(*parts: bytes) -> str:
-    hasher = hashlib.sha256()
-    for part in parts:
-        hasher.update(part)
-    return hasher.hexdigest()[:32]
 
 
 def read_case_table(case_dir: Path) -> tuple[MeasurementTable, Path]:
@@ -194,7 +186,9 @@ def write_case_dicom(
         if row.source_image in same_study:
             dataset = same_study[row.source_image]
             cited[dataset.SOPInstanceUID] = dataset
-    table_digest = _digest(json.dumps(inputs.table.to_dict(), sort_keys=True, default=str).encode())
+    table_digest = content_digest(
+        json.dumps(inputs.table.to_dict(), sort_keys=True, default=str).encode()
+    )
     report = build_measurement_report(
         inputs.table,
         list(cited.values()),
@@ -212,11 +206,11 @@ def write_case_dicom(
         except (SegmentationExportError, LabelMapError, OSError) as error:
             skipped["seg"] = str(error)
 
-    pictures_digest = _digest(*(p.read_bytes() for p in inputs.key_image_paths))
+    pictures_digest = content_digest(*(p.read_bytes() for p in inputs.key_image_paths))
     for number, path in enumerate(inputs.key_image_paths, start=1):
         name = f"key_image_{number}"
         content = path.read_bytes()
-        digest = _digest(content, str(reference.StudyInstanceUID).encode())
+        digest = content_digest(content, str(reference.StudyInstanceUID).encode())
         image = build_key_image(
             read_png_rgb(path),
             reference,
@@ -229,7 +223,7 @@ def write_case_dicom(
         written.append(name)
         key_objects.append(image)
     if key_object_selection and len(key_objects) > 1:
-        digest = _digest(*(str(ds.SOPInstanceUID).encode() for ds in key_objects))
+        digest = content_digest(*(str(ds.SOPInstanceUID).encode() for ds in key_objects))
         selection = build_key_object_selection(
             key_objects,
             series_instance_uid=outbox.series_uid("key_objects", digest),
@@ -254,7 +248,7 @@ def _write_segmentation(inputs: CaseInputs, outbox: Outbox) -> list[str]:
     for series_uid, headers in inputs.series.items():
         if len(headers) < 2 or "ImageOrientationPatient" not in headers[0]:
             continue
-        digest = _digest(path.read_bytes(), series_uid.encode())
+        digest = content_digest(path.read_bytes(), series_uid.encode())
         datasets = [pydicom.dcmread(ds.filename, stop_before_pixels=True) for ds in headers]
         try:
             segmentation = build_segmentation(

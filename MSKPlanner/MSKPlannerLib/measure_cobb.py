@@ -37,6 +37,7 @@ from MSKPlannerLib.measurement_table import (
     Measurement,
     MeasurementTable,
 )
+from MSKPriorsLib.frames import ijk_to_ras_from_sitk
 
 logger = logging.getLogger(__name__)
 
@@ -407,21 +408,10 @@ def cobb_from_label_map(
     return table
 
 
-def ijk_to_ras_of_sitk(image: sitk.Image) -> FloatArray:
-    """4x4 matrix from ``(i, j, k, 1)`` voxel index to RAS mm of a SimpleITK (LPS) image."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, :3] = direction * spacing
-    matrix[:3, 3] = np.asarray(image.GetOrigin(), dtype=float)
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return lps_to_ras @ matrix
-
-
 def cobb_from_sitk_labels(
     image: sitk.Image, names: Mapping[int, str], source_image: str
 ) -> MeasurementTable:
     """:func:`cobb_from_label_map` for a SimpleITK label image (geometry in LPS)."""
     return cobb_from_label_map(
-        sitk.GetArrayViewFromImage(image), ijk_to_ras_of_sitk(image), names, source_image
+        sitk.GetArrayViewFromImage(image), ijk_to_ras_from_sitk(image), names, source_image
     )

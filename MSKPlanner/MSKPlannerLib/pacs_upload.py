@@ -22,6 +22,7 @@ Guarantees:
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -102,6 +103,18 @@ def _instances_on_server(client: StoreClient, study_uid: str, series_uid: str) -
         if getattr(error, "status_code", None) == 404:
             return set()
         raise
+
+
+def content_digest(*parts: bytes) -> str:
+    """Digest of the inputs an outbox object is made from (SHA-256, 32 hex characters).
+
+    Passed as ``digest`` to :meth:`Outbox.series_uid`, :meth:`Outbox.sop_uid` and
+    :meth:`Outbox.add`, so that changed inputs get new UIDs once the old ones were stored.
+    """
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part)
+    return hasher.hexdigest()[:32]
 
 
 def _now() -> str:

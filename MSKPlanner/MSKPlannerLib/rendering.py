@@ -32,6 +32,8 @@ import numpy.typing as npt
 import vtk
 from vtk.util import numpy_support
 
+from MSKPriorsLib.frames import vtk_matrix_from_numpy
+
 logger = logging.getLogger(__name__)
 
 RGB = tuple[float, float, float]
@@ -124,14 +126,6 @@ class SurfaceActor:
     polydata: Any
     colour: RGB = BONE_COLOUR
     opacity: float = 1.0
-
-
-def _vtk_matrix(matrix: npt.NDArray[np.float64]) -> vtk.vtkMatrix4x4:
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
 
 
 def _image_from_array(array_kji: npt.NDArray[Any]) -> vtk.vtkImageData:
@@ -291,7 +285,7 @@ def resample_on_plane(
     ras_to_ijk = np.linalg.inv(np.asarray(ijk_to_ras_mm, dtype=float))
     reslice = vtk.vtkImageReslice()
     reslice.SetInputData(image)
-    reslice.SetResliceAxes(_vtk_matrix(ras_to_ijk @ plane.slice_to_ras()))
+    reslice.SetResliceAxes(vtk_matrix_from_numpy(ras_to_ijk @ plane.slice_to_ras()))
     reslice.SetOutputDimensionality(2)
     reslice.SetOutputOrigin(0.0, 0.0, 0.0)
     reslice.SetOutputSpacing(plane.pixel_mm, plane.pixel_mm, 1.0)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from MSKPlannerLib.rendering import png_bytes
+from MSKPriorsLib.records import shown_date
 
 logger = logging.getLogger(__name__)
 
@@ -195,10 +196,9 @@ def _warnings_section(warnings: Sequence[dict[str, Any]]) -> str:
 
 
 def _study_line(study: dict[str, Any]) -> str:
-    date = study.get("study_date", "")
-    shown_date = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date or "no date"
+    date_text = shown_date(str(study.get("study_date", "")))
     modalities = ", ".join(study.get("modalities", [])) or "?"
-    return f"{shown_date} · {modalities} · {study.get('description') or 'no description'}"
+    return f"{date_text} · {modalities} · {study.get('description') or 'no description'}"
 
 
 def _studies_section(studies: dict[str, Any]) -> str:

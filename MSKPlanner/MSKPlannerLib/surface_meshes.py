@@ -21,6 +21,8 @@ import vtk
 from scipy import ndimage
 from vtk.util import numpy_support
 
+from MSKPriorsLib.frames import vtk_matrix_from_numpy
+
 logger = logging.getLogger(__name__)
 
 #: Difference (fraction) from which surfaces are offset back to the labelmap volume.
@@ -55,15 +57,6 @@ class SurfaceCheck:
     def closed(self) -> bool:
         """No holes and no non-manifold edges."""
         return self.boundary_edges == 0 and self.non_manifold_edges == 0
-
-
-def vtk_matrix(matrix: npt.NDArray[np.float64]) -> vtk.vtkMatrix4x4:
-    """Return a ``vtkMatrix4x4`` copy of a 4x4 numpy matrix."""
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
 
 
 def _triangles(polydata: Any) -> npt.NDArray[np.int64]:
@@ -176,7 +169,7 @@ def surface_from_mask(
         first_ijk[2] + sub.shape[0] - 1,
     )
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(sub.ravel(), deep=True))
-    image.SetImageToWorldMatrix(vtk_matrix(np.asarray(ijk_to_ras_mm, dtype=float)))
+    image.SetImageToWorldMatrix(vtk_matrix_from_numpy(ijk_to_ras_mm))
     segment = slicer.vtkSegment()
     segment.SetLabelValue(1)
     segment.AddRepresentation(

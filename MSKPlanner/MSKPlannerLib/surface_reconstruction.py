@@ -43,9 +43,9 @@ from MSKPlannerLib.bone_segmentation import (
     segment_bones,
 )
 from MSKPlannerLib.label_maps import LabelMap, read_label_map
-from MSKPlannerLib.surface_meshes import SurfaceCheck, check_surface, surface_from_mask, vtk_matrix
+from MSKPlannerLib.surface_meshes import SurfaceCheck, check_surface, surface_from_mask
+from MSKPriorsLib.frames import LPS_TO_RAS, vtk_matrix_from_numpy
 from MSKPriorsLib.mrml_volumes import (
-    LPS_TO_RAS,
     ijk_to_ras_of,
     new_subject_hierarchy_parent,
     place_under,
@@ -246,7 +246,7 @@ def _shared_labelmap(labels_kji: npt.NDArray[np.uint16], ijk_to_ras: Any) -> Any
     image = slicer.vtkOrientedImageData()
     image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
-    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
+    image.SetImageToWorldMatrix(vtk_matrix_from_numpy(ijk_to_ras))
     return image
 
 

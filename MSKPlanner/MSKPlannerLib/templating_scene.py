@@ -30,7 +30,8 @@ from MSKPlannerLib.templating import (
     implant_to_image_mm,
     spacing_of,
 )
-from MSKPriorsLib.mrml_volumes import ijk_to_ras_of, numpy_from_vtk_matrix
+from MSKPriorsLib.frames import numpy_from_vtk_matrix, vtk_matrix_from_numpy
+from MSKPriorsLib.mrml_volumes import ijk_to_ras_of
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ class TemplateNodes:
     outline: Any
     transform: Any
     size: ImplantSize
-
-
-def _vtk_matrix(matrix: FloatArray) -> vtk.vtkMatrix4x4:
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
 
 
 def implant_to_ras(
@@ -145,7 +138,7 @@ def move_outline(
     matrix = implant_to_ras(
         pose, calibration, radiograph_node.GetName(), ijk_to_ras_of(radiograph_node)
     )
-    nodes.transform.SetMatrixTransformToParent(_vtk_matrix(matrix))
+    nodes.transform.SetMatrixTransformToParent(vtk_matrix_from_numpy(matrix))
     nodes.outline.SetAttribute(
         "MSKWB.TemplatePose",
         f"{pose.center_px[0]:.2f},{pose.center_px[1]:.2f},{pose.angle_deg:.2f},{int(pose.mirror)}",
@@ -260,7 +253,7 @@ def place_model(
     """
     label = name or f"Implant {size.family_id} {size.label}"
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"{label} transform")
-    transform.SetMatrixTransformToParent(_vtk_matrix(np.asarray(implant_to_ras_mm, dtype=float)))
+    transform.SetMatrixTransformToParent(vtk_matrix_from_numpy(implant_to_ras_mm))
     model = scene.AddNewNodeByClass("vtkMRMLModelNode", label)
     model.SetAndObservePolyData(size.model_polydata())
     model.CreateDefaultDisplayNodes()

@@ -23,12 +23,10 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from MSKPriorsLib.frames import LPS_TO_RAS
 from MSKPriorsLib.pixel_data import FrameInfo
 
 logger = logging.getLogger(__name__)
-
-#: Diagonal that flips the first two axes: LPS <-> RAS (its own inverse).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 GeometryPolicy = Literal["correct", "refuse"]
 

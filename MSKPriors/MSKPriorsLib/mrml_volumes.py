@@ -16,38 +16,12 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-#: Diagonal that flips the first two axes: LPS <-> RAS (its own inverse).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-def ijk_to_ras_from_sitk(image: sitk.Image) -> npt.NDArray[np.float64]:
-    """Return the 4x4 IJK-to-RAS matrix (mm) of a SimpleITK image whose geometry is in LPS.
-
-    Parameters
-    ----------
-    image
-        A 3D SimpleITK image; its origin and direction are in LPS millimetres.
-    """
-    direction_lps = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing_mm = np.array(image.GetSpacing(), dtype=float)
-    origin_lps_mm = np.array(image.GetOrigin(), dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, :3] = LPS_TO_RAS @ direction_lps @ np.diag(spacing_mm)
-    matrix[:3, 3] = LPS_TO_RAS @ origin_lps_mm
-    return matrix
-
-
-def _vtk_matrix(matrix: npt.NDArray[np.float64]) -> vtk.vtkMatrix4x4:
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
-
-
-def numpy_from_vtk_matrix(matrix: vtk.vtkMatrix4x4) -> npt.NDArray[np.float64]:
-    """Return a 4x4 numpy copy of a ``vtkMatrix4x4``."""
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+from MSKPriorsLib.frames import (
+    ijk_to_ras_from_sitk,
+    numpy_from_vtk_matrix,
+    sitk_from_array,
+    vtk_matrix_from_numpy,
+)
 
 
 def add_volume_from_array(
@@ -81,7 +55,7 @@ def add_volume_from_array(
     image.GetPointData().SetScalars(scalars)
 
     node = scene.AddNewNodeByClass(class_name, name)
-    node.SetIJKToRASMatrix(_vtk_matrix(np.asarray(ijk_to_ras_mm, dtype=float)))
+    node.SetIJKToRASMatrix(vtk_matrix_from_numpy(ijk_to_ras_mm))
     node.SetAndObserveImageData(image)
     node.CreateDefaultDisplayNodes()
     return node
@@ -115,14 +89,7 @@ def ijk_to_ras_of(node: Any) -> npt.NDArray[np.float64]:
 
 def sitk_from_volume(node: Any) -> sitk.Image:
     """Return a SimpleITK image (geometry in LPS) copied from a volume node (geometry in RAS)."""
-    matrix = ijk_to_ras_of(node)
-    spacing_mm = np.linalg.norm(matrix[:3, :3], axis=0)
-    direction_lps = LPS_TO_RAS @ (matrix[:3, :3] / spacing_mm)
-    image = sitk.GetImageFromArray(array_from_volume(node))
-    image.SetSpacing(tuple(float(s) for s in spacing_mm))
-    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ matrix[:3, 3]))
-    image.SetDirection(tuple(float(v) for v in direction_lps.ravel()))
-    return image
+    return sitk_from_array(array_from_volume(node), ijk_to_ras_of(node))
 
 
 def new_subject_hierarchy_parent(scene: Any, name: str, level: str, parent_item: int = 0) -> int:

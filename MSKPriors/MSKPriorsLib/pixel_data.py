@@ -164,7 +164,11 @@ def _float_vector(value: Any, length: int) -> npt.NDArray[np.float64] | None:
     return vector if vector.shape == (length,) and np.all(np.isfinite(vector)) else None
 
 
-def _spacing(value: Any) -> tuple[float, float] | None:
+def spacing_pair_mm(value: Any) -> tuple[float, float] | None:
+    """Read a two-value spacing element such as PixelSpacing as ``(row, column)`` floats (mm).
+
+    Returns None when the value is absent, malformed, not finite or not positive.
+    """
     vector = _float_vector(value, 2)
     if vector is None or np.any(vector <= 0):
         return None
@@ -256,12 +260,12 @@ def frames_of_dataset(dataset: Dataset, path: Path) -> list[FrameInfo]:
             orientation = _float_vector(
                 getattr(orientation_item, "ImageOrientationPatient", None), 6
             )
-            spacing = _spacing(getattr(measures, "PixelSpacing", None))
+            spacing = spacing_pair_mm(getattr(measures, "PixelSpacing", None))
             thickness = _optional_float(getattr(measures, "SliceThickness", None))
             if orientation is None:  # some converters keep the classic top-level attributes
                 orientation = _float_vector(dataset.get("ImageOrientationPatient"), 6)
             if spacing is None:
-                spacing = _spacing(dataset.get("PixelSpacing"))
+                spacing = spacing_pair_mm(dataset.get("PixelSpacing"))
             if rescale is None:
                 rescale = dataset
             image_type = _frame_type(dataset, index)
@@ -269,7 +273,7 @@ def frames_of_dataset(dataset: Dataset, path: Path) -> list[FrameInfo]:
             rescale = dataset
             position = _float_vector(dataset.get("ImagePositionPatient"), 3) if index == 0 else None
             orientation = _float_vector(dataset.get("ImageOrientationPatient"), 6)
-            spacing = _spacing(dataset.get("PixelSpacing"))
+            spacing = spacing_pair_mm(dataset.get("PixelSpacing"))
             thickness = _optional_float(dataset.get("SliceThickness"))
             image_type = _image_type(dataset, "ImageType")
         slope = _optional_float(getattr(rescale, "RescaleSlope", None))

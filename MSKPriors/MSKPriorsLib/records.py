@@ -10,6 +10,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def shown_date(dicom_date: str, missing: str = "no date") -> str:
+    """A DICOM date (DA, ``YYYYMMDD``) as ``YYYY-MM-DD`` for people to read.
+
+    Parameters
+    ----------
+    dicom_date
+        The date text, such as :attr:`StudyRecord.study_date`.
+    missing
+        Shown when the date is empty; other text that is not eight digits is shown unchanged.
+    """
+    if len(dicom_date) == 8 and dicom_date.isdigit():
+        return f"{dicom_date[:4]}-{dicom_date[4:6]}-{dicom_date[6:]}"
+    return dicom_date or missing
+
+
 @dataclass(frozen=True)
 class PatientIdentity:
     """Who a study belongs to, as far as its DICOM header says.

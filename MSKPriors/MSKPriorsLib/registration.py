@@ -35,7 +35,8 @@ import numpy.typing as npt
 import SimpleITK as sitk
 import vtk
 
-from MSKPriorsLib.mrml_volumes import numpy_from_vtk_matrix, sitk_from_volume
+from MSKPriorsLib.frames import numpy_from_vtk_matrix, vtk_matrix_from_numpy
+from MSKPriorsLib.mrml_volumes import sitk_from_volume
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def register_prior_volume(
         transform_node = scene.AddNewNodeByClass(
             "vtkMRMLLinearTransformNode", f"{prior_volume.GetName()} registered"
         )
-    transform_node.SetMatrixTransformFromParent(_vtk_matrix(result.matrix_ras()))
+    transform_node.SetMatrixTransformFromParent(vtk_matrix_from_numpy(result.matrix_ras()))
     transform_node.SetAttribute(METRIC_ATTRIBUTE, f"{result.final_metric:.6f}")
     prior_volume.SetAndObserveTransformNodeID(transform_node.GetID())
     return VolumeRegistration(transform_node, result)
@@ -352,11 +353,3 @@ def _as_euler(transform: sitk.Transform) -> sitk.Euler3DTransform:
     if isinstance(transform, sitk.CompositeTransform):
         transform = transform.GetBackTransform()
     return sitk.Euler3DTransform(transform)
-
-
-def _vtk_matrix(matrix: npt.NDArray[np.float64]) -> vtk.vtkMatrix4x4:
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result

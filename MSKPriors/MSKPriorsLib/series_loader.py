@@ -35,18 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import slicer
 import vtk
 from pydicom.dataset import Dataset
 
 from MSKPriorsLib.dicom_geometry import (
-    LPS_TO_RAS,
     GeometryPolicy,
     GeometryWarning,
     SeriesGeometry,
     SeriesLoadError,
 )
+from MSKPriorsLib.frames import lps_grid_from_ijk_to_ras
 from MSKPriorsLib.mrml_volumes import add_volume_from_sitk, ijk_to_ras_of, place_under
 from MSKPriorsLib.pixel_data_series import (
     DicomSeriesVolume,
@@ -238,14 +237,12 @@ def load_volume_file(context: Any, path: Path, name: str | None = None) -> Loade
 
 def geometry_of_node(node: Any) -> SeriesGeometry:
     """Return the voxel grid of a volume node as a :class:`SeriesGeometry` (LPS record)."""
-    matrix = ijk_to_ras_of(node)
-    spacing_mm = np.linalg.norm(matrix[:3, :3], axis=0)
-    direction_lps = LPS_TO_RAS @ (matrix[:3, :3] / spacing_mm)
+    spacing_mm, origin_lps_mm, direction_lps = lps_grid_from_ijk_to_ras(ijk_to_ras_of(node))
     dims = node.GetImageData().GetDimensions()
     return SeriesGeometry(
         dimensions=(int(dims[0]), int(dims[1]), int(dims[2])),
         spacing_mm=(float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2])),
-        origin_lps_mm=tuple(float(v) for v in LPS_TO_RAS @ matrix[:3, 3]),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(float(v) for v in origin_lps_mm),  # type: ignore[arg-type]
         direction_lps=tuple(float(v) for v in direction_lps.ravel()),
     )
 
