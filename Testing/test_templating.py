@@ -13,7 +13,11 @@ from PIL import Image
 from vtk.util import numpy_support
 
 from MSKPlannerLib import implant_geometry
-from MSKPlannerLib.calibration import known_length_calibration, read_radiograph
+from MSKPlannerLib.calibration import (
+    known_length_calibration,
+    radiograph_ijk_to_ras,
+    read_radiograph,
+)
 from MSKPlannerLib.implant_catalogue import ImplantCatalogue
 from MSKPlannerLib.landmarks import write_markups_json
 from MSKPlannerLib.measurement_table import UNCALIBRATED, Calibration, MeasurementTable
@@ -38,7 +42,6 @@ from MSKPlannerLib.templating_scene import (
 )
 from MSKPriorsLib.mrml_volumes import add_volume_from_array
 from mskworkbench import cli
-from mskworkbench.commands.template import radiograph_ijk_to_ras
 
 SPACING = Calibration("known_length", (0.25, 0.2), "synthetic 0.25 x 0.2 mm")
 
@@ -313,7 +316,7 @@ def test_hip_radiograph_with_user_calibration_gives_a_plausible_cup(shared_data,
 
 
 def _write_landmarks(path, radiograph, points_px, name) -> None:
-    matrix = radiograph_ijk_to_ras(radiograph)
+    matrix, _orientation = radiograph_ijk_to_ras(radiograph)
     points_ras = {
         label: (matrix @ np.array([p[0], p[1], 0.0, 1.0]))[:3] for label, p in points_px.items()
     }

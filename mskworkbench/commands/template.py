@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 from mskworkbench.cli import CommandError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from MSKPlannerLib.calibration import Radiograph
     from MSKPlannerLib.measurement_table import Calibration
 
@@ -66,26 +64,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def radiograph_ijk_to_ras(radiograph: Radiograph) -> np.ndarray:
-    """IJK-to-RAS matrix of a radiograph as the workbench loads it (see the module text)."""
-    import numpy as np
-
-    from MSKPlannerLib.calibration import CalibrationError, pixel_to_ras_matrix
-
-    value = radiograph.dataset.get("PatientOrientation") or ["L", "F"]
-    spacing = radiograph.calibration.mm_per_pixel or (1.0, 1.0)
-    try:
-        rc_to_ras = pixel_to_ras_matrix(spacing, (str(value[0]), str(value[1])))
-    except (CalibrationError, IndexError):
-        rc_to_ras = pixel_to_ras_matrix(spacing, ("L", "F"))
-    matrix = np.eye(4)
-    matrix[:3, 0] = rc_to_ras[:, 1]
-    matrix[:3, 1] = rc_to_ras[:, 0]
-    normal = np.cross(matrix[:3, 0], matrix[:3, 1])
-    matrix[:3, 2] = normal / np.linalg.norm(normal)
-    return matrix
-
-
 def _calibration(argument: str | None, radiograph: Radiograph) -> Calibration:
     from MSKPlannerLib.calibration import CalibrationError, fixed_magnification_calibration
     from MSKPlannerLib.measurement_table import Calibration
@@ -124,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     """Template the radiograph and print the suggestion."""
     from PIL import Image
 
-    from MSKPlannerLib.calibration import CalibrationError, read_radiograph
+    from MSKPlannerLib.calibration import (
+        CalibrationError,
+        radiograph_ijk_to_ras,
+        read_radiograph,
+    )
     from MSKPlannerLib.implant_catalogue import CatalogueError, ImplantCatalogue
     from MSKPlannerLib.key_images import draw_overlay, grey_to_rgb
     from MSKPlannerLib.landmarks import LandmarkError, read_markups_json
@@ -143,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     calibration = _calibration(args.calibration, radiograph)
     image_name = str(args.image)
-    ijk_to_ras = radiograph_ijk_to_ras(radiograph)
+    ijk_to_ras, _orientation = radiograph_ijk_to_ras(radiograph)
     points_px = {
         label: ras_to_pixels(position, ijk_to_ras)
         for label, position in landmarks.points_ras_mm.items()
