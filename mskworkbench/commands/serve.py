@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve the browser viewer (studies, priors, 3D bones, measurements, plan)",
         description="Serve the MSK Workbench viewer in the browser. It binds 127.0.0.1 unless "
         "--host names another address together with --allow-remote; remote viewers must then "
-        f"present a token (from {TOKEN_VARIABLE}, or a random one printed at start).",
+        f"present a token (from {TOKEN_VARIABLE}, or a random one printed at start). One "
+        "server serves one reader (browser) at a time: another browser is shown that the "
+        "viewer is in use; when the reader closes the page, the case is cleared for the next "
+        "one. Start one server per reader, each on its own --port.",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--archive", type=Path, help="folder of DICOM studies (local archive)")

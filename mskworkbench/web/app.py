@@ -4,12 +4,15 @@ The page has a study search with the current study's ranked priors, the current 
 slice views side by side (linked, registered scrolling, bone and soft-tissue presets), a 3D
 view of the reconstructed bones, the case's landmarks and measurement table, and a button
 that plans the case with progress and download links. Reading files and planning run on
-worker threads, so the event loop (and every connected browser) stays responsive.
+worker threads, so the event loop (and the reader's page) stays responsive. The server admits
+one reader at a time (:mod:`mskworkbench.web.single_reader`): trame shares one state among all
+connected pages, and two readers must never see or change each other's patient.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import tempfile
 from collections.abc import Callable
@@ -30,11 +33,39 @@ from mskworkbench.web.case_view import CURRENT_VIEW, PRIOR_VIEW, THREED_VIEW, Ca
 from mskworkbench.web.case_workflow import ReadPrior
 from mskworkbench.web.page import build_page
 from mskworkbench.web.plan_jobs import PlanJobs
+from mskworkbench.web.single_reader import SingleReader
 from mskworkbench.web.sources import ViewerSource
 
 logger = logging.getLogger(__name__)
 
 _server_count = 0
+
+#: The page state of an empty case; every reader session starts from it.
+INITIAL_STATE: dict[str, Any] = {
+    "search_text": "",
+    "studies": [],
+    "current_study": None,
+    "priors": [],
+    "selected_prior": None,
+    "preset": "bone",
+    "linked": True,
+    "landmarks": [],
+    "measurements": [],
+    "not_measured": [],
+    "status_message": "Search for a patient or study to begin.",
+    "error_message": "",
+    "busy": False,
+    "plan_running": False,
+    "plan_progress": 0,
+    "plan_message": "",
+    "plan_downloads": [],
+    "landmark_step_mm": 5.0,
+    "orientation": "Axial",
+    "registration": "",
+    "registration_message": "",
+    "side": "",
+    "landmark_upload": None,
+}
 
 
 def case_layout() -> Layout:
@@ -97,6 +128,7 @@ class ViewerApp:
         self.plans = PlanJobs(self.work_dir, self._on_plan_progress)
 
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.readers = SingleReader(self.end_session, lambda: self.server.port)
         self._init_state()
         self._bind_controller()
         self.page = build_page(self.server, self.layout_manager)
@@ -113,33 +145,7 @@ class ViewerApp:
         # trame-slicer's own default favicon is an internet address; the page must not leave
         # the machine, so the browser gets an inline empty icon instead.
         state.trame__favicon = "data:,"
-        state.update(
-            {
-                "search_text": "",
-                "studies": [],
-                "current_study": None,
-                "priors": [],
-                "selected_prior": None,
-                "preset": "bone",
-                "linked": True,
-                "landmarks": [],
-                "measurements": [],
-                "not_measured": [],
-                "status_message": "Search for a patient or study to begin.",
-                "error_message": "",
-                "busy": False,
-                "plan_running": False,
-                "plan_progress": 0,
-                "plan_message": "",
-                "plan_downloads": [],
-                "landmark_step_mm": 5.0,
-                "orientation": "Axial",
-                "registration": "",
-                "registration_message": "",
-                "side": "",
-                "landmark_upload": None,
-            }
-        )
+        state.update(copy.deepcopy(INITIAL_STATE))
         state.change("linked")(self._on_linked)
         state.change("preset")(self._on_preset)
         state.change("orientation")(self._on_orientation)
@@ -179,7 +185,25 @@ class ViewerApp:
 
     def _on_server_bind(self, wslink_server: Any) -> None:
         install_access_control(wslink_server.app, self.access)
+        self.readers.install(wslink_server.app)
         self.plans.install_routes(wslink_server.app)
+
+    async def end_session(self) -> None:
+        """End the reader's session: cancel its work and clear the case and the page state.
+
+        Runs after the reader's last connection closed. A running plan cannot be interrupted
+        (it writes files on its own thread); the next reader waits until it finished, so that
+        its progress never reaches another reader's page.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self.plans.executor, lambda: None)
+        self.workflow.close_case()
+        with self.state:
+            self.state.update(copy.deepcopy(INITIAL_STATE))
+        logger.info("the case of the previous reader was cleared")
 
     async def _run_blocking(self, label: str, work: Callable[[], Any]) -> Any:
         """Run ``work`` on a worker thread, showing ``label`` as the page's busy message."""

@@ -200,6 +200,19 @@ class CaseWorkflow:
         self.landmarks.attach(opened.current.series_uid)
         self.case.reset_views()
 
+    def close_case(self) -> None:
+        """Remove the open case from the scene and forget it (event-loop thread)."""
+        self.landmarks.detach()
+        interaction = self.case.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        if interaction is not None:
+            interaction.SwitchToViewTransformMode()
+        self.case.clear()
+        self.prior_search = None
+        self.hanging = None
+        self.shown_prior_uid = ""
+        self.current_study = None
+        self.current_modality = ""
+
     def apply_registration(self, read: ReadPrior) -> bool:
         """Put a finished registration on the shown prior; False when another prior is shown."""
         if read.study_uid != self.shown_prior_uid or read.current_to_prior_ras is None:
