@@ -20,7 +20,8 @@ from mskworkbench.local_orthanc import LocalOrthanc, OrthancMissingError
 
 pytestmark = [pytest.mark.pacs, pytest.mark.slow]
 
-SLICES = 80
+# Enough that the server is still sending when the first indexed batch kills it.
+SLICES = 160
 
 
 @pytest.fixture
@@ -36,8 +37,9 @@ def private_orthanc(tmp_path: Path) -> Iterator[LocalOrthanc]:
 
 
 def large_series(shared_data: Path) -> list[pydicom.Dataset]:
-    """80 uncompressed 512x512 slices (about 42 MB) made from the real MR head pixels."""
-    files = sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))[:SLICES]
+    """160 uncompressed 512x512 slices (about 84 MB) from the real MR head pixels (repeated)."""
+    head = sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))
+    files = [head[index % len(head)] for index in range(SLICES)]
     study_uid, series_uid = generate_uid(), generate_uid()
     datasets = []
     for path in files:

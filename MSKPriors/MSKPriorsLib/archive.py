@@ -46,6 +46,8 @@ from MSKPriorsLib.retrieval_checks import (
     CorruptInstanceError,
     InstanceHeader,
     PatientConflictError,
+    ReceivedFile,
+    check_received,
     fsync_file,
     header_from_dataset,
     looks_like_dicom,
@@ -161,6 +163,8 @@ class LocalArchive:
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._made_folders: set[Path] = set()
+        self._known_patients: dict[str, tuple[str, str]] = {}
         self._connection = sqlite3.connect(
             self.folder / INDEX_NAME,
             timeout=busy_timeout_s,
@@ -172,7 +176,7 @@ class LocalArchive:
             self._connection.execute("PRAGMA journal_mode = WAL")
             self._connection.execute("PRAGMA synchronous = NORMAL")
             self._connection.execute("PRAGMA foreign_keys = ON")
-            self._connection.executescript(SCHEMA)
+            self._connection.executescript(f"BEGIN;\n{SCHEMA}\nCOMMIT;")
             self._add_missing_columns()
 
     def __repr__(self) -> str:
@@ -262,30 +266,50 @@ class LocalArchive:
         return prepared.header
 
     def place_file(
-        self, incoming: Path, expected_series_uid: str | None = None, durable: bool = True
+        self,
+        incoming: Path,
+        expected_series_uid: str | None = None,
+        durable: bool = True,
+        received: ReceivedFile | None = None,
     ) -> PlacedInstance:
         """First half of :meth:`adopt_file`: check, fsync and rename, without indexing.
 
-        The file is not part of the archive until :meth:`index_placed` has indexed it;
-        a crash in between leaves an unindexed file that the next retrieval overwrites.
+        ``received`` (the bytes its writer kept, see :func:`check_received`) spares reading
+        the file again. The file is not part of the archive until :meth:`index_placed` has
+        indexed it; a crash in between leaves an unindexed file that the next retrieval
+        overwrites.
         """
         try:
-            header = read_instance_header(incoming)
+            if received is not None:
+                header, size = check_received(received), received.size_bytes
+            else:
+                header, size = read_instance_header(incoming), incoming.stat().st_size
             if expected_series_uid and header.series_uid != expected_series_uid:
                 raise CorruptInstanceError(
                     f"instance {header.sop_uid} belongs to series {header.series_uid}, "
                     f"not the requested {expected_series_uid}"
                 )
-            self._check_patient(header)
+            # The index transaction checks the patient again (:meth:`_insert`); this early
+            # check keeps a conflicting file out of place, once per study and patient.
+            patient_key = (header.patient.patient_id, header.patient.issuer)
+            if self._known_patients.get(header.study_uid) != patient_key:
+                self._check_patient(header)
+                self._known_patients[header.study_uid] = patient_key
             if durable:
                 fsync_file(incoming)
             relative = self.relative_path_for(header)
             target = self.folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            size = incoming.stat().st_size
-            os.replace(incoming, target)
-        finally:
+            if target.parent not in self._made_folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._made_folders.add(target.parent)
+            try:
+                os.replace(incoming, target)
+            except FileNotFoundError:  # the folder was removed since
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(incoming, target)
+        except BaseException:
             incoming.unlink(missing_ok=True)
+            raise
         return PlacedInstance(header, relative, size)
 
     def index_placed(self, placed: Sequence[PlacedInstance]) -> list[ArchiveError]:

@@ -8,12 +8,15 @@ How to use::
     result = retrieve_into_archive(client, archive, series, progress=print)
     if result.failures: ...                                      # messages name the instances
 
-A series with nothing archived comes in one streamed WADO-RS request (parts written straight
-to files, never held in memory) and is checked against the instance count the server
-reported. A series partly archived (an earlier retrieval was cut off) is listed with QIDO-RS
-and only its missing instances are fetched, several at a time. Received files are checked,
-fsynced and renamed on worker threads while the network thread keeps reading. Several series are in flight at
-once. A connection that breaks mid-series is retried with back-off, resuming from what was
+A series with nothing archived comes in one streamed WADO-RS request and is checked against
+the instance count the server reported. The network thread only parses the answer: each
+complete part (the received chunks, not copied) goes to worker threads that write it to
+``incoming/``, fsync it, check it from the header bytes kept in memory, rename it into place
+and index it in batches. What waits for the writers is capped (:class:`_Finisher`), and a
+part too large to keep is written to its file as it arrives, so memory stays flat however
+large the series. A series partly archived (an earlier retrieval was cut off) is listed with
+QIDO-RS and only its missing instances are fetched, several at a time. Several series are in
+flight at once. A connection that breaks mid-series is retried with back-off, resuming from what was
 stored. A part that is not a complete DICOM file is refused with a message naming it and
 nothing of it is stored.
 """
@@ -21,17 +24,18 @@ nothing of it is stored.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from MSKPriorsLib.archive import ArchiveError, LocalArchive, PlacedInstance
 from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError, InstanceRef
 from MSKPriorsLib.records import SeriesRecord
+from MSKPriorsLib.retrieval_checks import HEAD_BYTES, ReceivedFile
 from MSKPriorsLib.retrieval_multipart import (
     MultipartFormatError,
     PartHeaders,
@@ -174,33 +178,77 @@ class _Tracker:
 
 
 class _Finisher:
-    """Checks, fsyncs and renames received files on worker threads, then indexes them in batches.
+    """Writes, checks, fsyncs and renames received parts on worker threads; indexes in batches.
 
-    This overlaps the disk work with the network: the thread reading the answer only writes
-    bytes to ``incoming/`` files.
+    This overlaps the disk work with the network: the thread reading the answer only parses
+    it and hands each complete part over (the bytes as received, no copy).
     """
 
-    def __init__(self, archive: LocalArchive, workers: int = 4, batch: int = 32) -> None:
+    buffer_limit_bytes = 16 << 20
+
+    def __init__(self, archive: LocalArchive, workers: int = 8, batch: int = 32) -> None:
         self.archive = archive
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mskwb-store")
         self.batch = batch
         self.lock = threading.Lock()
         self.pending: list[tuple[PlacedInstance, Callable[[str | None], None]]] = []
+        self.room = threading.Condition()
+        self.buffered_bytes = 0
 
     def place(
-        self, path: Path, series_uid: str, durable: bool, done: Callable[[str | None], None]
+        self,
+        received: ReceivedFile,
+        pieces: list[memoryview] | None,
+        series_uid: str,
+        durable: bool,
+        done: Callable[[str | None], None],
     ) -> Future[None]:
-        """Queue one received file; ``done(None)`` once indexed, ``done(message)`` if refused."""
+        """Queue one received part; ``done(None)`` once indexed, ``done(message)`` if refused.
+
+        ``pieces`` are the part's bytes when they are still to be written to
+        ``received.path``; ``None`` when the file is already written. Blocks while
+        :attr:`buffer_limit_bytes` wait to be written, so memory stays bounded however fast
+        the network is.
+        """
+        held = received.size_bytes if pieces is not None else 0
+        with self.room:
+            self.room.wait_for(
+                lambda: (
+                    self.buffered_bytes == 0
+                    or self.buffered_bytes + held <= self.buffer_limit_bytes
+                )
+            )
+            self.buffered_bytes += held
 
         def job() -> None:
             try:
-                placed = self.archive.place_file(path, series_uid, durable)
+                synced = False
+                if pieces is not None:
+                    with received.path.open("xb") as handle:
+                        handle.writelines(pieces)
+                        pieces.clear()
+                        with self.room:
+                            self.buffered_bytes -= held
+                            self.room.notify_all()
+                        if durable:
+                            handle.flush()
+                            os.fsync(handle.fileno())
+                            synced = True
+                placed = self.archive.place_file(
+                    received.path, series_uid, durable and not synced, received
+                )
             except ArchiveError as error:
                 done(str(error))
                 return
             except OSError as error:
+                received.path.unlink(missing_ok=True)
                 done(f"could not be stored ({error})")
                 return
+            finally:
+                if pieces:
+                    with self.room:
+                        self.buffered_bytes -= held
+                        self.room.notify_all()
             with self.lock:
                 self.pending.append((placed, done))
                 full = len(self.pending) >= self.batch
@@ -232,12 +280,16 @@ class _Finisher:
 
 
 class ArchiveReceiver(PartReceiver):
-    """Write each multipart part to a file in the archive's ``incoming/``, then store it.
+    """Store each multipart part as a file of the archive (through ``incoming/``).
+
+    A part is kept as the received chunks (no copy) and written by a worker thread once
+    complete; a part larger than :attr:`spill_bytes` is written to its ``incoming/`` file
+    while it arrives instead, so no part is ever held in memory whole.
 
     Parameters
     ----------
     finisher
-        Checks, renames and indexes complete parts off the network thread.
+        Writes, checks, renames and indexes complete parts off the network thread.
     outcome
         Counters and failures of the series being received.
     tracker
@@ -245,6 +297,8 @@ class ArchiveReceiver(PartReceiver):
     durable
         fsync each file before it is indexed.
     """
+
+    spill_bytes = 8 << 20
 
     def __init__(
         self, finisher: _Finisher, outcome: SeriesOutcome, tracker: _Tracker, durable: bool
@@ -259,25 +313,50 @@ class ArchiveReceiver(PartReceiver):
         self.unsettled = 0
         self.futures: list[Future[None]] = []
         self._headers = PartHeaders()
-        self._path = finisher.archive.new_incoming_path()
+        self._stem = finisher.archive.new_incoming_path().stem
+        self._path = finisher.archive.incoming_dir / f"{self._stem}-0.part"
         self._handle: BinaryIO | None = None
+        self._pieces: list[memoryview] = []
+        self._head = bytearray()
+        self._tail = b""
+        self._size = 0
 
     def begin(self, headers: PartHeaders) -> None:
         self.part_number += 1
         self._headers = headers
-        self._path = self.finisher.archive.new_incoming_path()
-        self._handle = self._path.open("wb")
+        self._path = self.finisher.archive.incoming_dir / f"{self._stem}-{self.part_number}.part"
+        self._handle = None
+        self._pieces = []
+        self._head = bytearray()
+        self._tail = b""
+        self._size = 0
 
     def data(self, chunk: memoryview) -> None:
-        assert self._handle is not None
-        self._handle.write(chunk)
+        if len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
+        self._tail = (self._tail + chunk[-8:])[-8:]
+        self._size += len(chunk)
+        if self._handle is not None:
+            self._handle.write(chunk)
+        elif self._size > self.spill_bytes:
+            self._handle = self._path.open("xb")
+            self._handle.writelines(self._pieces)
+            self._handle.write(chunk)
+            self._pieces = []
+        else:
+            # Views of immutable chunks stay valid; anything else is copied.
+            self._pieces.append(chunk if isinstance(chunk.obj, bytes) else memoryview(bytes(chunk)))
         self.outcome.bytes_received += len(chunk)
         self.tracker.add(bytes_done=len(chunk))
 
     def end(self) -> None:
-        assert self._handle is not None
-        self._handle.close()
-        self._handle = None
+        pieces: list[memoryview] | None = self._pieces
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            pieces = None
+        self._pieces = []
+        received = ReceivedFile(self._path, self._size, bytes(self._head), self._tail)
         where = self._headers.content_location or (
             f"part {self.part_number} of series {self.outcome.series_uid}"
         )
@@ -297,14 +376,15 @@ class ArchiveReceiver(PartReceiver):
         with self.lock:
             self.unsettled += 1
         self.futures.append(
-            self.finisher.place(self._path, self.outcome.series_uid, self.durable, done)
+            self.finisher.place(received, pieces, self.outcome.series_uid, self.durable, done)
         )
 
     def abort(self) -> None:
+        self._pieces = []
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        self._path.unlink(missing_ok=True)
+            self._path.unlink(missing_ok=True)
 
     def wait(self) -> None:
         """Wait until every complete part is stored or refused, and indexed."""

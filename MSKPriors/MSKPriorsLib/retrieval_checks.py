@@ -8,12 +8,12 @@ decoded, so the check is cheap enough to run on every instance of a retrieval.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
@@ -148,13 +148,81 @@ def read_instance_header(path: Path) -> InstanceHeader:
     try:
         with path.open("rb") as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
-            declared_end = _pixel_data_end(handle, ds, size)
+            start = handle.tell()
+            element = handle.read(12)
+            handle.seek(max(size - 8, 0))
+            tail = handle.read(8)
+            declared_end = _pixel_data_end(element, start, ds, size, tail)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
         raise CorruptInstanceError(f"{path.name} is not a readable DICOM file: {error}") from error
+    return _checked(header_from_parsed(ds, path.name), size, declared_end)
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A file just written to the archive's ``incoming/``, with what its check needs.
+
+    The writer keeps the first :data:`HEAD_BYTES` and the last 8 bytes it wrote, so the
+    check needs no second read of the file.
+
+    Attributes
+    ----------
+    path
+        The file in ``incoming/``.
+    size_bytes
+        Bytes written.
+    head
+        The first ``min(size_bytes, HEAD_BYTES)`` bytes.
+    tail
+        The last ``min(size_bytes, 8)`` bytes.
+    """
+
+    path: Path
+    size_bytes: int
+    head: bytes
+    tail: bytes
+
+
+HEAD_BYTES = 1 << 16
+
+
+def check_received(received: ReceivedFile) -> InstanceHeader:
+    """Check a received file from the bytes kept while writing it; same rules as on disk.
+
+    The header is parsed from :attr:`ReceivedFile.head`; when the elements before the
+    pixel data do not all fit in it, the file itself is read (:func:`read_instance_header`).
+
+    Raises
+    ------
+    CorruptInstanceError
+        When the file is not DICOM, is truncated, or lacks its UIDs (the message names it).
+    """
+    name, size, head = received.path.name, received.size_bytes, received.head
+    whole = size <= len(head)
     try:
-        header = header_from_dataset(ds)
+        buffer = io.BytesIO(head)
+        ds = pydicom.dcmread(buffer, stop_before_pixels=True)
+        start = buffer.tell()
+        # A header cut by the end of ``head`` stops the parse early: read the file instead.
+        if not whole and start + 12 > len(head):
+            return read_instance_header(received.path)
+        declared_end = _pixel_data_end(head[start : start + 12], start, ds, size, received.tail)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
+        if not whole:
+            return read_instance_header(received.path)
+        raise CorruptInstanceError(f"{name} is not a readable DICOM file: {error}") from error
+    return _checked(header_from_parsed(ds, name), size, declared_end)
+
+
+def header_from_parsed(ds: pydicom.Dataset, name: str) -> InstanceHeader:
+    """:func:`header_from_dataset` with the file ``name`` in its error message."""
+    try:
+        return header_from_dataset(ds)
     except CorruptInstanceError as error:
-        raise CorruptInstanceError(f"{path.name}: {error}") from error
+        raise CorruptInstanceError(f"{name}: {error}") from error
+
+
+def _checked(header: InstanceHeader, size: int, declared_end: int) -> InstanceHeader:
     if declared_end > size:
         raise CorruptInstanceError(
             f"instance {header.sop_uid} is truncated ({size} bytes, {declared_end} declared)"
@@ -165,15 +233,14 @@ def read_instance_header(path: Path) -> InstanceHeader:
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
-def _pixel_data_end(handle: BinaryIO, ds: pydicom.Dataset, size: int) -> int:
+def _pixel_data_end(element: bytes, start: int, ds: pydicom.Dataset, size: int, tail: bytes) -> int:
     """Byte offset where the pixel data element says the file ends (``size`` if none).
 
-    ``handle`` stands where pydicom stopped, at the start of the pixel data element. Native
-    pixel data declares its length; encapsulated pixel data (undefined length) must end
-    with a sequence delimiter.
+    ``element`` holds the (up to 12) bytes at ``start``, where pydicom stopped: the start of
+    the pixel data element. Native pixel data declares its length; encapsulated pixel data
+    (undefined length) must end with a sequence delimiter, the file's last 8 bytes ``tail``.
     """
-    start = handle.tell()
-    head = handle.read(12)
+    head = element
     if len(head) < 8:
         return size
     little = ds.is_little_endian if ds.is_little_endian is not None else True
@@ -183,14 +250,15 @@ def _pixel_data_end(handle: BinaryIO, ds: pydicom.Dataset, size: int) -> int:
         (length,) = struct.unpack(f"{order}I", head[4:8])
         header_bytes = 8
     elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        if len(head) < 12:
+            return size + 1
         (length,) = struct.unpack(f"{order}I", head[8:12])
         header_bytes = 12
     else:
         (length,) = struct.unpack(f"{order}H", head[6:8])
         header_bytes = 8
     if length == 0xFFFFFFFF:
-        handle.seek(max(size - 8, 0))
-        return size if handle.read(8) == _SEQUENCE_END else size + 1
+        return size if tail == _SEQUENCE_END else size + 1
     return start + header_bytes + length
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,8 @@ def worker(method: str, url: str, user: str, study: str, series: str) -> None:
         resource.RUSAGE_CHILDREN if method == "curl" else resource.RUSAGE_SELF
     )
     cpu_s = usage.ru_utime + usage.ru_stime - cpu_before
+    # Each run writes a whole series: remove it so repeated runs do not fill the disk.
+    shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({"seconds": seconds, "bytes": received, "peak_mb": peak_mb, "cpu_s": cpu_s}))
 
 

@@ -1,0 +1,117 @@
+"""Received parts checked from the bytes kept while writing, and large parts spilled to disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from MSKPriorsLib.archive import CorruptInstanceError, LocalArchive, read_instance_header
+from MSKPriorsLib.dicomweb import DicomWebClient
+from MSKPriorsLib.records import SeriesRecord
+from MSKPriorsLib.retrieval import ArchiveReceiver, _Finisher, retrieve_into_archive
+from MSKPriorsLib.retrieval_checks import HEAD_BYTES, ReceivedFile, check_received
+from MSKPriorsLib.servers import PacsServer
+from mskworkbench.local_orthanc import LocalOrthanc
+
+PASSWORD_VARIABLE = "TEST_RECEIVED_ORTHANC_PASSWORD"
+
+
+def _received(path: Path, data: bytes) -> ReceivedFile:
+    """What the network writer keeps of ``data`` after writing it to ``path``."""
+    path.write_bytes(data)
+    return ReceivedFile(path, len(data), data[:HEAD_BYTES], data[-8:])
+
+
+@pytest.fixture
+def mr_slice(shared_data: Path) -> Path:
+    """One real MR head slice (uncompressed, 256x256)."""
+    return sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))[0]
+
+
+def test_a_check_from_kept_bytes_agrees_with_reading_the_file(
+    mr_slice: Path, tmp_path: Path
+) -> None:
+    data = mr_slice.read_bytes()
+    received = _received(tmp_path / "a.part", data)
+
+    assert check_received(received) == read_instance_header(mr_slice)
+
+
+def test_a_header_longer_than_the_kept_bytes_is_read_from_the_file(
+    mr_slice: Path, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(mr_slice)
+    ds.add_new(0x00291010, "OB", bytes(3 * HEAD_BYTES))  # a large private block
+    ds.save_as(tmp_path / "long.dcm")
+    data = (tmp_path / "long.dcm").read_bytes()
+    received = _received(tmp_path / "long.part", data)
+
+    header = check_received(received)
+
+    assert header.sop_uid == ds.SOPInstanceUID and header.series_uid == ds.SeriesInstanceUID
+    # The same file cut short is still refused, through the file read.
+    cut = _received(tmp_path / "cut.part", data[:-100])
+    with pytest.raises(CorruptInstanceError, match="truncated"):
+        check_received(cut)
+
+
+def test_truncated_and_garbage_parts_are_refused_from_kept_bytes(
+    mr_slice: Path, tmp_path: Path
+) -> None:
+    data = mr_slice.read_bytes()
+    sop_uid = str(pydicom.dcmread(mr_slice, stop_before_pixels=True).SOPInstanceUID)
+
+    with pytest.raises(CorruptInstanceError, match=re.escape(f"instance {sop_uid} is truncated")):
+        check_received(_received(tmp_path / "short.part", data[: len(data) - 1000]))
+    with pytest.raises(CorruptInstanceError, match=re.escape("garbage.part")):
+        check_received(_received(tmp_path / "garbage.part", b"\x00" * 200_000))
+
+
+@pytest.mark.pacs
+def test_parts_larger_than_the_spill_size_stream_to_disk_under_a_small_budget(
+    empty_orthanc: LocalOrthanc,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 24 real slices of 130 kB: with a 64 kB spill size every part is written while it
+    # arrives; a 300 kB budget makes the network thread wait for the writers.
+    files = sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))[:24]
+    series_uid = generate_uid()
+    originals = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        originals.append(ds)
+    monkeypatch.setenv(PASSWORD_VARIABLE, empty_orthanc.password)
+    server = PacsServer(
+        "received-orthanc",
+        empty_orthanc.dicomweb_url,
+        "basic",
+        empty_orthanc.username,
+        password_env=PASSWORD_VARIABLE,
+    )
+    client = DicomWebClient(server)
+    client.store_instances(originals)
+    record = SeriesRecord(series_uid, str(originals[0].StudyInstanceUID), number_of_instances=24)
+
+    # Parts spilled while they arrive, then parts kept whole under a small budget.
+    for spill_bytes, budget_bytes in ((64_000, 300_000), (1 << 20, 300_000)):
+        archive = LocalArchive(tmp_path / f"archive-{spill_bytes}")
+        monkeypatch.setattr(ArchiveReceiver, "spill_bytes", spill_bytes)
+        monkeypatch.setattr(_Finisher, "buffer_limit_bytes", budget_bytes)
+        result = retrieve_into_archive(client, archive, [record])
+        paths = archive.instance_paths(series_uid)
+        assert result.failures == [] and len(paths) == 24
+        assert list(archive.incoming_dir.iterdir()) == []
+        by_uid = {ds.SOPInstanceUID: ds for ds in originals}
+        for path in paths:
+            stored = pydicom.dcmread(path)
+            assert np.array_equal(stored.pixel_array, by_uid[stored.SOPInstanceUID].pixel_array)
+        archive.close()
