@@ -121,4 +121,6 @@ def test_widget_uses_only_names_the_ui_file_defines(module: str) -> None:
     source = (PROJECT_ROOT / module / f"{module}.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
 
-    assert used <= defined, f"{module}.py uses widgets missing from its .ui: {sorted(used - defined)}"
+    assert used <= defined, (
+        f"{module}.py uses widgets missing from its .ui: {sorted(used - defined)}"
+    )
