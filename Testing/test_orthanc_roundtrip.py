@@ -56,3 +56,13 @@ def test_orthanc_refuses_wrong_credentials(orthanc: LocalOrthanc) -> None:
         client.search_for_studies()
 
     assert raised.value.response.status_code == 401
+
+
+def test_a_port_in_use_is_refused_not_taken_for_our_server(
+    orthanc: LocalOrthanc, tmp_path: Path
+) -> None:
+    second = LocalOrthanc(tmp_path / "second", http_port=orthanc.http_port)
+
+    with pytest.raises(RuntimeError, match=f"port {orthanc.http_port} .* already in use"):
+        second.start()
+    assert not second.is_running()

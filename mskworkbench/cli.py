@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import pkgutil
 import sys
@@ -55,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"mskwb {args.command}: {error}", file=sys.stderr)
         return error.exit_status
+    except json.JSONDecodeError as error:
+        print(f"mskwb {args.command}: not valid JSON: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file or folder the user named cannot be used (missing, a file where a folder is
+        # expected, no permission, a port in use): one line, no traceback.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"mskwb {args.command}: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mskwb {args.command}: interrupted", file=sys.stderr)
         return 130

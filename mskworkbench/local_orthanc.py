@@ -41,6 +41,16 @@ def find_orthanc_executable() -> Path:
     )
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_loopback_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -129,6 +139,9 @@ class LocalOrthanc:
             )
         if not self.http_port:
             self.http_port = free_loopback_port()
+        elif not port_is_free(self.http_port):
+            # Another server answering there would be taken for this one.
+            raise RuntimeError(f"port {self.http_port} on 127.0.0.1 is already in use")
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.storage_dir / "orthanc.json"
         config_path.write_text(json.dumps(self.configuration(), indent=2))
@@ -149,7 +162,7 @@ class LocalOrthanc:
                 )
             try:
                 answer = requests.get(f"{self.url}/system", auth=self.auth, timeout=1)
-                if answer.status_code == 200:
+                if answer.status_code == 200 and self.is_running():
                     return
             except requests.ConnectionError:
                 pass
