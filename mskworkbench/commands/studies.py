@@ -56,6 +56,10 @@ def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list
 
 def run(args: argparse.Namespace) -> int:
     """Search and print the studies found."""
+    if args.patient_id is not None and not args.patient_id.strip():
+        raise CommandError(
+            "an empty patient ID matches no patient; leave out --patient-id to list every study"
+        )
     source, found = _search(args)
     if args.json:
         studies: list[dict[str, Any]] = []
