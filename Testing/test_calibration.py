@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from MSKPlannerLib.calibration import (
+    BallDetection,
     CalibrationError,
     ball_calibration,
     calibration_from_dataset,
@@ -228,3 +229,50 @@ def test_calibration_survives_the_json_table(tmp_path: Path) -> None:
     again = MeasurementTable.read_json(tmp_path / "table.json")
     assert again.rows[0].calibration == calibration
     assert again.rows[0].calibration.detector_mm_per_pixel == (0.15, 0.16)
+
+
+def test_an_implausible_ball_is_never_a_calibration(shared_data: Path) -> None:
+    # The hip radiograph holds no calibration ball: whatever circle is found is irregular.
+    radiograph = read_radiograph(shared_data / "wg04" / "RG2_JPLL.dcm")
+    detection = detect_calibration_ball(radiograph.pixels)
+    assert not detection.plausible
+    with pytest.raises(CalibrationError) as raised:
+        ball_calibration(detection, 25.0, radiograph.source)
+    assert radiograph.source in str(raised.value)
+    assert "not a plausible calibration ball" in str(raised.value)
+
+    ragged = BallDetection(
+        (100.0, 100.0), (50.0, 50.0), edge_rms_px=0.5, score=0.4, n_edge_points=9
+    )
+    with pytest.raises(CalibrationError, match=r"synthetic\.dcm: .*edge found around 40%"):
+        ball_calibration(ragged, 25.0, "synthetic.dcm")
+    clean = BallDetection((100.0, 100.0), (50.0, 50.0), edge_rms_px=0.5, score=0.9, n_edge_points=9)
+    assert ball_calibration(clean, 25.0, "synthetic.dcm").mm_per_pixel == (0.25, 0.25)
+
+
+def test_magnification_on_a_cr_with_pixel_spacing_only(shared_data: Path) -> None:
+    # RG2_JPLL.dcm: CR, PixelSpacing 0.2 mm, no ImagerPixelSpacing, no calibration type.
+    tags = read_radiograph(shared_data / "wg04" / "RG2_JPLL.dcm").calibration
+    assert tags.method == "pixel_spacing" and tags.mm_per_pixel == (0.2, 0.2)
+    assert "no magnification correction was applied" in tags.detail
+    magnified = fixed_magnification_calibration(tags, 1.25, "RG2_JPLL.dcm")
+    assert magnified.method == "fixed_magnification"
+    assert magnified.mm_per_pixel == pytest.approx((0.16, 0.16))
+    assert "PixelSpacing taken as detector spacing" in magnified.detail
+
+    # Other images keep their former meaning.
+    typed = calibration_from_dataset(
+        _dataset(Modality="CR", PixelSpacing=[0.2, 0.2], PixelSpacingCalibrationType="GEOMETRY")
+    )
+    assert typed.detector_mm_per_pixel is None and "magnification" not in typed.detail
+    with pytest.raises(CalibrationError, match="no detector spacing"):
+        fixed_magnification_calibration(typed, 1.2)
+    secondary = calibration_from_dataset(_dataset(Modality="OT", PixelSpacing=[0.2, 0.2]))
+    assert secondary.method == "pixel_spacing" and secondary.detector_mm_per_pixel is None
+    with pytest.raises(CalibrationError, match="no detector spacing"):
+        fixed_magnification_calibration(secondary, 1.2)
+    detector = calibration_from_dataset(
+        _dataset(Modality="DX", PixelSpacing=[0.1, 0.1], ImagerPixelSpacing=[0.14, 0.14])
+    )
+    assert detector.mm_per_pixel == (0.1, 0.1) and detector.detector_mm_per_pixel == (0.14, 0.14)
+    assert "taken as detector" not in fixed_magnification_calibration(detector, 1.4).detail

@@ -142,6 +142,8 @@ def test_measure_hip_on_a_radiograph_without_spacing_refuses_lengths(
     capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
 ) -> None:
     points, expected = hip_landmarks("right", 127.0, 44.0, 40.0, -3.0)
+    # Moved onto the 1760 x 1760 image (PatientOrientation R, F; 1 unit per pixel): +x, -z.
+    points = {k: v + np.array([880.0, 0.0, -880.0]) for k, v in points.items()}
     landmarks = tmp_path / "right_hip.mrk.json"
     write_markups_json(landmarks, points)
     image = shared_data / "wg04" / "RG3_JPLL.dcm"
@@ -199,3 +201,53 @@ def test_landmarks_on_a_radiograph_loaded_in_the_axial_plane(
     assert result["hka_deg"] == pytest.approx(expected["hka_deg"], abs=2e-3)
     assert result["mad_mm"] == pytest.approx(expected["mad_mm"], abs=2e-3)
     assert "axial plane" in result["table"]["rows"][0]["details"]["plane_note"]
+
+
+def test_calibrate_refuses_a_ball_that_is_not_there(
+    capsys: pytest.CaptureFixture[str], shared_data: Path
+) -> None:
+    image = shared_data / "wg04" / "RG2_JPLL.dcm"  # a hip radiograph without a ball
+    for extra in ((), ("--json",)):
+        status = main(["calibrate", str(image), "--ball", *extra])
+        captured = capsys.readouterr()
+        assert status == 2 and captured.out == ""
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and str(image) in lines[0]
+        assert "not a plausible calibration ball" in lines[0]
+
+    status, result, _ = _run(capsys, "calibrate", str(image), "--magnification", "1.25", "--json")
+    assert status == 0 and result["mm_per_pixel"] == pytest.approx([0.16, 0.16])
+    assert "PixelSpacing taken as detector spacing" in result["detail"]
+
+
+def test_measure_refuses_landmarks_not_placed_on_the_image(
+    capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
+) -> None:
+    # A long-leg set (about a metre tall) cannot lie on the 428 x 352 mm hip radiograph.
+    image = shared_data / "wg04" / "RG2_JPLL.dcm"
+    points, expected = alignment_landmarks("left", 86.0, 88.0, -1.0)
+    landmarks = tmp_path / "long_leg_left.mrk.json"
+    write_markups_json(landmarks, points)
+    status, _, error = _run(
+        capsys, "measure", "alignment", "--landmarks", str(landmarks), "--image", str(image)
+    )
+    assert status == 2
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and str(image) in lines[0]
+    assert "landmark points lie outside" in lines[0] and "not placed on this image" in lines[0]
+
+    # The same set scaled into the image frame (PatientOrientation missing: L, F) is measured.
+    rows_mm, columns_mm = 2140 * 0.2, 1760 * 0.2
+    coords = np.stack(list(points.values()))
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    factor = 0.9 * rows_mm / (high[2] - low[2])
+    centre = np.array([-columns_mm / 2.0, 0.0, -rows_mm / 2.0])
+    inside = {k: centre + factor * (v - (low + high) / 2.0) for k, v in points.items()}
+    write_markups_json(landmarks, inside)
+    status, result, _ = _run(
+        capsys, "measure", "alignment", "--landmarks", str(landmarks), "--image", str(image),
+        "--json",
+    )  # fmt: skip
+    assert status == 0
+    assert result["hka_deg"] == pytest.approx(expected["hka_deg"], abs=2e-3)
+    assert result["mad_mm"] == pytest.approx(expected["mad_mm"] * factor, abs=2e-3)

@@ -171,6 +171,29 @@ def test_knee_sizes_from_widths(catalogue, kind, labels, width_mm, expected) -> 
     assert result.based_on.value == pytest.approx(width_mm, abs=0.01)
 
 
+def test_anatomy_far_outside_the_size_range_is_refused_not_clamped(catalogue) -> None:
+    family = catalogue.family("generic_hemispherical_cup")  # 44 to 66 mm in 2 mm steps
+    # Within one size step of the largest size: the largest size.
+    near = _circle_points_px((40.0, -60.0), 67.5, -30.0, 200.0, 9)
+    assert suggest_cup(near, SPACING, "hip.dcm", family).size.size == "66"
+    # A 125.7 mm "acetabulum" (a wrong calibration) gets no size at all.
+    far = _circle_points_px((40.0, -60.0), 125.7, -30.0, 200.0, 9)
+    with pytest.raises(TemplatingError) as raised:
+        suggest_cup(far, SPACING, "hip.dcm", family)
+    message = str(raised.value)
+    assert "hip.dcm" in message and "acetabular diameter of 125.7 mm" in message
+    assert "44 to 66 mm" in message
+    small = _circle_points_px((40.0, -60.0), 30.0, -30.0, 200.0, 9)
+    with pytest.raises(TemplatingError, match=r"acetabular diameter of 30\.0 mm lies outside"):
+        suggest_cup(small, SPACING, "hip.dcm", family)
+
+    knee = catalogue.default_family("knee_femoral")
+    wide = {"femoral_condyle_medial": (500.0 + 200.0 / 0.2, 300.0)}
+    wide["femoral_condyle_lateral"] = (500.0, 300.0)
+    with pytest.raises(TemplatingError, match=r"condylar width of 200\.0 mm lies outside"):
+        suggest_knee(wide, SPACING, "knee.dcm", knee)
+
+
 @pytest.mark.parametrize("kind", ["cup", "stem", "knee_femoral", "knee_tibial"])
 def test_templating_refuses_an_uncalibrated_image(catalogue, kind) -> None:
     landmarks = _circle_points_px((40.0, -60.0), 52.0, 0.0, 180.0, 5)

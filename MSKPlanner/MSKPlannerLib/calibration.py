@@ -50,6 +50,7 @@ from MSKPriorsLib.pixel_data import spacing_pair_mm
 __all__ = [
     "DEFAULT_BALL_DIAMETER_MM",
     "MAGNIFICATION_RANGE",
+    "PIXEL_SPACING_ONLY_NOTE",
     "BallDetection",
     "CalibrationError",
     "Radiograph",
@@ -73,6 +74,12 @@ FloatArray = npt.NDArray[np.float64]
 #: Magnification factors a user may choose for a fixed-magnification calibration.
 MAGNIFICATION_RANGE = (1.0, 1.5)
 
+#: Detail note of a CR/DX whose only spacing is PixelSpacing, without a calibration type.
+PIXEL_SPACING_ONLY_NOTE = (
+    "without ImagerPixelSpacing or PixelSpacingCalibrationType it is probably the detector "
+    "spacing, and no magnification correction was applied"
+)
+
 
 def _fmt(spacing: tuple[float, float]) -> str:
     return f"{spacing[0]:g} x {spacing[1]:g} mm"
@@ -94,6 +101,10 @@ def calibration_from_dataset(dataset: pydicom.Dataset, source: str = "") -> Cali
         - ``pixel_spacing`` when PixelSpacing is present, positive, and either has a
           PixelSpacingCalibrationType or differs from ImagerPixelSpacing (so it refers to the
           patient);
+        - ``pixel_spacing`` also for a CR or DX with PixelSpacing only (no
+          ImagerPixelSpacing, no calibration type); the detail says that no magnification
+          correction was applied, and ``detector_mm_per_pixel`` is that PixelSpacing so that a
+          magnification factor can be applied to it;
         - ``imager_spacing_magnification`` when the spacing is at the detector and an
           EstimatedRadiographicMagnificationFactor is given;
         - otherwise ``uncalibrated``, with the detector spacing kept when known (for the
@@ -115,6 +126,16 @@ def calibration_from_dataset(dataset: pydicom.Dataset, source: str = "") -> Cali
     same_as_detector = (
         pixel is not None and imager is not None and np.allclose(pixel, imager, rtol=1e-6)
     )
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    if pixel is not None and imager is None and not calibration_type and modality in ("CR", "DX"):
+        # Usually the detector spacing in practice: kept as the calibration (lengths at the
+        # detector), and offered as the base of a user-chosen magnification factor.
+        return Calibration(
+            method="pixel_spacing",
+            mm_per_pixel=pixel,
+            detail=f"PixelSpacing {_fmt(pixel)} ({name}); {PIXEL_SPACING_ONLY_NOTE}",
+            detector_mm_per_pixel=pixel,
+        )
     if pixel is not None and (calibration_type or not same_as_detector):
         kind = f", calibration type {calibration_type}" if calibration_type else ""
         return Calibration(
@@ -172,8 +193,9 @@ def fixed_magnification_calibration(
     Parameters
     ----------
     base
-        The tag calibration of the image (its ``detector_mm_per_pixel`` is used), or the
-        detector spacing ``(row, column)`` in mm.
+        The tag calibration of the image (its ``detector_mm_per_pixel`` is used; for a CR or
+        DX with PixelSpacing only, that PixelSpacing), or the detector spacing
+        ``(row, column)`` in mm.
     factor
         Radiographic magnification (object-to-detector), for example 1.15 to 1.21.
     source
@@ -196,10 +218,15 @@ def fixed_magnification_calibration(
             "magnification factor cannot be applied; use a calibration ball or a known length"
         )
     spacing = (detector[0] / factor, detector[1] / factor)
+    taken_from = (
+        "PixelSpacing taken as detector spacing"
+        if isinstance(base, Calibration) and PIXEL_SPACING_ONLY_NOTE in base.detail
+        else "detector spacing"
+    )
     return Calibration(
         method="fixed_magnification",
         mm_per_pixel=spacing,
-        detail=f"detector spacing {_fmt(detector)} / magnification {factor:g} chosen by the "
+        detail=f"{taken_from} {_fmt(detector)} / magnification {factor:g} chosen by the "
         f"user ({source or 'image'})",
         detector_mm_per_pixel=detector,
     )

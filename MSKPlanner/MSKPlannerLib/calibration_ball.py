@@ -302,9 +302,23 @@ def ball_calibration(
     Calibration
         ``calibration_ball``; the scale applies in the plane of the ball, which should be
         placed at the height of the anatomy measured.
+
+    Raises
+    ------
+    CalibrationError
+        When the diameter is not positive, or when the detection is not plausible
+        (:attr:`BallDetection.plausible`): an irregular outline is not turned into a scale.
     """
     if not diameter_mm > 0:
         raise CalibrationError(f"the ball diameter must be positive, not {diameter_mm}")
+    if not detection.plausible:
+        centre_text = ", ".join(f"{v:.0f}" for v in detection.center_rc)
+        raise CalibrationError(
+            f"{source or 'the image'}: the circle found at pixel ({centre_text}), radius "
+            f"{detection.radius_px:.1f} px, is not a plausible calibration ball (edge RMS "
+            f"{detection.edge_rms_px:.2f} px, edge found around {detection.score:.0%} of it; a "
+            "ball needs an RMS below 1 px and more than 60%), so no calibration was made"
+        )
     spacing = (
         diameter_mm / (2.0 * detection.radius_rc[0]),
         diameter_mm / (2.0 * detection.radius_rc[1]),

@@ -258,6 +258,44 @@ def _medial_sign(side: str | None) -> float | None:
     return None
 
 
+def _choose_size_in_range(
+    family: ImplantFamily, value_mm: float, label: str, image_name: str
+) -> ImplantSize:
+    """The family's size for an anatomy value, refusing a value far outside its range.
+
+    A value more than one size step (the median spacing of the sizing parameter) below the
+    smallest or above the largest size is refused rather than clamped: it points to a wrong
+    calibration or misplaced landmarks, not to an unusual patient.
+
+    Parameters
+    ----------
+    family
+        A family sized by one value (``nearest`` or ``largest_not_exceeding``).
+    value_mm
+        The measured anatomy in mm (the unit of the family's sizing parameter).
+    label
+        What was measured, such as ``acetabular diameter``, for the message.
+    image_name
+        The radiograph, for the message.
+    """
+    values = np.unique(
+        [float(s.parameters[family.sizing_parameter]) for s in family.sizes_of_variant()]
+    )
+    if values.size > 1:
+        step = float(np.median(np.diff(values)))
+        low, high = float(values[0]), float(values[-1])
+        if not (low - step <= value_mm <= high + step):
+            raise TemplatingError(
+                f"{image_name}: the {label} of {value_mm:.1f} mm lies outside the range of "
+                f"{family.family_id} ({family.sizing_parameter} {low:g} to {high:g} mm, steps "
+                f"of {step:g} mm); check the calibration and the landmarks, no size is suggested"
+            )
+    try:
+        return family.choose_size(value_mm)
+    except CatalogueError as error:
+        raise TemplatingError(f"{image_name}: {error}") from error
+
+
 def suggest_cup(
     landmarks_px: Mapping[str, npt.ArrayLike],
     calibration: Calibration,
@@ -314,10 +352,7 @@ def suggest_cup(
         fit_rms_mm=round(rms_mm, 2),
         region_px=_region(landmarks_px, rim_labels),
     )
-    try:
-        size = family.choose_size(diameter_mm)
-    except CatalogueError as error:
-        raise TemplatingError(f"{image_name}: {error}") from error
+    size = _choose_size_in_range(family, diameter_mm, "acetabular diameter", image_name)
 
     medial = _medial_sign(side)
     # Turning the cup counter-clockwise swings its opening toward +x (lateral when medial is -x).
@@ -549,10 +584,7 @@ def suggest_knee(
         image_name,
         region_px=_region(landmarks_px, list(labels)),
     )
-    try:
-        size = family.choose_size(width)
-    except CatalogueError as error:
-        raise TemplatingError(f"{image_name}: {error}") from error
+    size = _choose_size_in_range(family, width, label[0].lower() + label[1:], image_name)
     direction = medial_point - lateral_point
     angle = math.degrees(math.atan2(direction[1], direction[0]))
     mirror = False

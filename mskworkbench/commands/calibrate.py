@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from typing import Any
 
 from mskworkbench.cli import CommandError
@@ -107,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             calibration = tags
     except CalibrationError as error:
-        raise CommandError(f"{args.image}: {error}") from error
+        message = str(error)
+        if not message.startswith(str(args.image)):
+            message = f"{args.image}: {message}"
+        raise CommandError(message) from error
 
     loaded = loaded_spacing_mm(radiograph.dataset)
     result.update(
@@ -138,9 +140,4 @@ def run(args: argparse.Namespace) -> int:
             f"{ball['center_row_col_px'][1]}, radius {ball['radius_px']} px "
             f"(edge RMS {ball['edge_rms_px']} px, score {ball['score']}); check it before use"
         )
-        if not result["ball_plausible"]:
-            print(
-                "warning: the outline found is irregular; it is probably not a ball",
-                file=sys.stderr,
-            )
     return 0

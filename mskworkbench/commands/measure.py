@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mskworkbench.cli import CommandError
 
 if TYPE_CHECKING:
+    from MSKPlannerLib.calibration import Radiograph
     from MSKPlannerLib.landmarks import LandmarkSet
     from MSKPlannerLib.measurement_table import Calibration, MeasurementTable
 
@@ -91,8 +92,39 @@ def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
     return calibration, float(np.mean(ratios))
 
 
-def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
-    """Calibration, landmark coordinate scale and source image name."""
+#: How far (mm, or pixels when uncalibrated) a landmark may lie outside the radiograph.
+EXTENT_TOLERANCE_MM = 3.0
+
+
+def _check_within_image(landmarks: LandmarkSet, radiograph: Radiograph) -> None:
+    """Refuse landmarks that do not lie on the radiograph they are said to be placed on."""
+    import numpy as np
+
+    from MSKPlannerLib.calibration import radiograph_ijk_to_ras
+
+    points = [np.asarray(p, dtype=float).reshape(-1, 3) for p in landmarks.points_ras_mm.values()]
+    points += [np.asarray(p, dtype=float).reshape(-1, 3) for p in landmarks.lines_ras_mm.values()]
+    if not points:
+        return
+    ijk_to_ras, _orientation = radiograph_ijk_to_ras(radiograph)
+    all_points = np.concatenate(points)
+    ijk = (np.c_[all_points, np.ones(len(all_points))] @ np.linalg.inv(ijk_to_ras).T)[:, :2]
+    spacing = np.linalg.norm(ijk_to_ras[:3, :2], axis=0)
+    tolerance_px = EXTENT_TOLERANCE_MM / spacing
+    rows, columns = radiograph.pixels.shape
+    last = np.array([columns - 1.0, rows - 1.0])
+    outside = np.any((ijk < -tolerance_px) | (ijk > last + tolerance_px), axis=1)
+    if outside.any():
+        raise CommandError(
+            f"{int(outside.sum())} of {len(all_points)} landmark points lie outside "
+            f"{radiograph.source}; they were not placed on this image"
+        )
+
+
+def _calibration(
+    args: argparse.Namespace,
+) -> tuple[Calibration, float, str, Radiograph | None]:
+    """Calibration, landmark coordinate scale, source image name and the radiograph if given."""
     from MSKPlannerLib.calibration import CalibrationError, read_radiograph
     from MSKPlannerLib.measurement_table import VOLUME_GEOMETRY, Calibration
 
@@ -101,12 +133,12 @@ def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
             radiograph = read_radiograph(args.image)
         except CalibrationError as error:
             raise CommandError(str(error)) from error
-        return radiograph.calibration, 1.0, str(args.image)
+        return radiograph.calibration, 1.0, str(args.image), radiograph
     if args.calibration is not None:
         calibration, scale = _calibration_from_json(args.calibration)
-        return calibration, scale, str(args.calibration)
+        return calibration, scale, str(args.calibration), None
     if args.volume or (args.labels is not None and not args.landmarks):
-        return VOLUME_GEOMETRY, 1.0, ""
+        return VOLUME_GEOMETRY, 1.0, "", None
     return (
         Calibration(
             method="uncalibrated",
@@ -114,6 +146,7 @@ def _calibration(args: argparse.Namespace) -> tuple[Calibration, float, str]:
         ),
         1.0,
         "",
+        None,
     )
 
 
@@ -170,9 +203,11 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"measure {args.kind} needs --landmarks FILE.mrk.json")
         if args.labels is not None:
             raise CommandError("give either --landmarks or --labels for the Cobb angle, not both")
-        calibration, scale, image_name = _calibration(args)
+        calibration, scale, image_name, radiograph = _calibration(args)
         try:
             landmarks = _scaled(read_landmark_files(args.landmarks), scale)
+            if radiograph is not None:
+                _check_within_image(landmarks, radiograph)
             side = args.side or landmarks.side
             source = image_name or ", ".join(str(p) for p in args.landmarks)
             table = measure_landmarks(args.kind, landmarks, side, calibration, source)
