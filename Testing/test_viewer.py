@@ -207,6 +207,18 @@ def test_study_opens_with_its_prior_and_three_views_with_content(
     page: Browser, stored_case: dict[str, str]
 ) -> None:
     priors = page.evaluate("[...document.querySelectorAll('.prior-item')].map(e => e.textContent)")
+    found = page.evaluate("[...document.querySelectorAll('.study-item')].map(e => e.textContent)")
+    current_line = page.evaluate("document.querySelector('#current-study').textContent")
+    # Who the study belongs to is shown, so two people under one PatientID can be told apart.
+    for text in [*found, current_line]:
+        assert "VIEWER, TEST" in text and "born 1960-01-01" in text and PATIENT_ID in text
+    # No landmark has been loaded or placed yet: no measurement complaint may be shown.
+    assert page.evaluate("document.querySelectorAll('#not-measured div').length") == 0
+    assert page.evaluate("document.querySelector('#error-message')") is None
+    labels = page.evaluate(
+        "['current', 'prior'].map(r => document.querySelector('#view-label-' + r).textContent)"
+    )
+    assert [label.strip() for label in labels] == ["Current 2022-12-08", "Prior 2019-03-01"]
     assert len(priors) == 1
     assert "2019-03-01" in priors[0]
     assert "same modality (CT)" in priors[0]
@@ -319,6 +331,66 @@ def test_moving_a_landmark_changes_the_measurement_in_the_page(
     if os.environ.get("MSKWB_UPDATE_SCREENSHOTS"):
         small = PROJECT_ROOT / "Resources" / "Screenshots" / "viewer.png"
     assert page.screenshot(small, 0.75).stat().st_size < 300_000
+
+
+def _landmark_field_text(page: Browser) -> str:
+    return page.evaluate(
+        "(() => { const f = document.querySelector('#landmark-file');"
+        " const box = f ? f.closest('.v-file-input') : null;"
+        " return box ? box.textContent : ''; })()"
+    )
+
+
+def test_failed_and_sideless_landmark_files_are_reported_and_never_guessed(
+    page: Browser, tmp_path: Path
+) -> None:
+    hka_before = page.wait_for(
+        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
+        " return c ? c.textContent.trim() : ''; })()",
+        30,
+    )
+    broken = tmp_path / "broken_leg.mrk.json"
+    broken.write_text('{"markups": [')
+    page.set_file_input("input[type=file]", broken)
+    banner = page.wait_for(
+        "(() => { const e = document.querySelector('#error-message');"
+        " return e ? e.textContent : ''; })()",
+        30,
+    )
+    assert "broken_leg.mrk.json" in banner and "not a readable markups JSON" in banner
+    assert "unchanged" in banner
+    # The field no longer names the broken file; the landmarks it did not replace stay.
+    page.wait_for(
+        "(() => { const f = document.querySelector('#landmark-file');"
+        " return f && f.closest('.v-file-input').textContent.indexOf('broken_leg') < 0; })()",
+        30,
+    )
+    assert "broken_leg" not in _landmark_field_text(page)
+    loaded = page.evaluate("document.querySelector('#landmarks-loaded-from').textContent")
+    assert "leg_right.mrk.json" in loaded
+    assert _measurement(page, "hka_deg") == hka_before
+
+    # A valid file naming no side: the banner goes, the side is cleared, nothing is guessed.
+    sideless = tmp_path / "leg.mrk.json"
+    write_markups_json(sideless, {k: np.array(v) for k, v in LANDMARKS_RAS_MM.items()})
+    page.set_file_input("input[type=file]", sideless)
+    page.wait_for("document.querySelector('#error-message') === null", 30)
+    page.wait_for("window.trame.state.get('side') === ''", 30)
+    page.wait_for("document.querySelectorAll('.measurement-value').length === 0", 30)
+    reasons = page.evaluate("document.querySelector('#not-measured').textContent")
+    status = page.evaluate("document.querySelector('#status-message').textContent")
+    assert "side" in reasons
+    assert "leg.mrk.json" in status and "choose Left or Right" in status
+
+    # The reader chooses the side: the measurements come back.
+    page.evaluate("document.querySelector('#side-right').click()")
+    hka = page.wait_for(
+        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
+        " return c ? c.textContent.trim() : ''; })()",
+        30,
+    )
+    expected = alignment_angles_deg(LANDMARKS_RAS_MM, "right")["hka_deg"]
+    assert float(hka.split()[0].rstrip("°")) == pytest.approx(expected, abs=0.06)
 
 
 @pytest.mark.slow

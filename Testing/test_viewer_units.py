@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from MSKPriorsLib.records import PatientIdentity, StudyRecord
-from mskworkbench.web.case_workflow import preset_for, study_row
+from mskworkbench.web.case_workflow import preset_for, shown_person_name, study_row
 from mskworkbench.web.measurements import format_value
 from mskworkbench.web.sources import search_pattern
 
@@ -37,8 +37,34 @@ def test_study_rows_show_readable_dates_and_names() -> None:
     row = study_row(study)
 
     assert row["date"] == "2024-01-31"
-    assert row["patient_name"] == "DOE JANE"
+    assert row["patient_name"] == "DOE, JANE"
     assert row["modalities"] == "CT, SR"
+
+
+def test_study_rows_tell_two_people_under_one_patient_id_apart() -> None:
+    jane = StudyRecord("1.2.3", PatientIdentity("P1", name="DOE^Jane", birth_date="19700305"))
+    john = StudyRecord("1.2.4", PatientIdentity("P1", name="DOE^John", birth_date="19510611"))
+
+    jane_row, john_row = study_row(jane), study_row(john)
+
+    assert jane_row["patient_label"] == "DOE, Jane · born 1970-03-05 · ID P1"
+    assert john_row["patient_label"] == "DOE, John · born 1951-06-11 · ID P1"
+    assert jane_row["birth_date"] == "1970-03-05"
+
+
+def test_study_rows_say_when_identity_is_missing() -> None:
+    row = study_row(StudyRecord("1.2.5", PatientIdentity(""), study_date="20260201"))
+
+    assert row["patient_label"] == "(no name) · no birth date · ID (no patient ID)"
+    assert row["birth_date"] == ""
+
+
+def test_person_names_are_shown_family_first() -> None:
+    assert shown_person_name("DOE^JANE^Q^DR^PHD") == "DOE, DR JANE Q, PHD"
+    assert shown_person_name("DOE") == "DOE"
+    assert shown_person_name("^Jane") == "Jane"
+    assert shown_person_name("YAMADA^TARO=山田^太郎") == "YAMADA, TARO"
+    assert shown_person_name("") == ""
 
 
 def test_measurement_values_carry_their_unit() -> None:

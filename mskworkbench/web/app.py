@@ -26,7 +26,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType
 
 from MSKPriorsLib.mrml_volumes import sitk_from_volume
-from MSKPriorsLib.records import StudyRecord
+from MSKPriorsLib.records import StudyRecord, shown_date
 from mskworkbench.web import case_workflow
 from mskworkbench.web.access import AccessPolicy, install_access_control
 from mskworkbench.web.case_view import CURRENT_VIEW, PRIOR_VIEW, THREED_VIEW, CaseView
@@ -65,6 +65,9 @@ INITIAL_STATE: dict[str, Any] = {
     "registration_message": "",
     "side": "",
     "landmark_upload": None,
+    "landmarks_loaded_from": "",
+    "current_view_label": "Current",
+    "prior_view_label": "Prior",
 }
 
 
@@ -264,6 +267,7 @@ class ViewerApp:
             return
         with self.state:
             self.state.selected_prior = study_uid
+            self._publish_view_labels()
             self.state.status_message = "Prior shown beside the current study."
         if self.workflow.should_register:
             await self._register(read)
@@ -299,22 +303,41 @@ class ViewerApp:
             self.state.current_study = case_workflow.study_row(study)
             self.state.priors = self.workflow.prior_rows()
             self.state.selected_prior = self.workflow.shown_prior_uid
+            self._publish_view_labels()
             self.state.plan_downloads = []
             self.state.plan_progress = 0
             self.state.plan_message = ""
             self.state.registration = ""
             self.state.registration_message = ""
             self.state.side = ""
+            self.state.landmarks_loaded_from = ""
+            self.state.landmark_upload = None
             self.state.orientation = self.workflow.hung_orientation()
             self.state.status_message = " ".join(["Study opened.", *warnings])
             self._publish_measurements()
         self._on_preset(self.state.preset)
 
+    def _publish_view_labels(self) -> None:
+        """Name the two slice views by role and study date, as the page shows above them."""
+        current = self.workflow.current_study
+        self.state.current_view_label = (
+            f"Current {shown_date(current.study_date)}" if current is not None else "Current"
+        )
+        shown = [
+            p for p in self.workflow.priors if p.study.study_uid == self.workflow.shown_prior_uid
+        ]
+        self.state.prior_view_label = (
+            f"Prior {shown_date(shown[0].study.study_date)}" if shown else "Prior (none shown)"
+        )
+
     def _publish_measurements(self) -> None:
         self.state.landmarks = self.workflow.landmark_rows()
         table = self.workflow.measurement_rows()
         self.state.measurements = table["rows"]
-        self.state.not_measured = table["not_measured"]
+        # Why a measurement is missing matters only once the reader has loaded or placed
+        # landmarks; before that every measurement is missing for the same obvious reason.
+        started = bool(self.workflow.landmarks.nodes)
+        self.state.not_measured = table["not_measured"] if started else []
 
     def on_landmarks_modified(self) -> None:
         """Refresh the landmark and measurement panels after a landmark moved."""
@@ -351,20 +374,42 @@ class ViewerApp:
             self._report_error(error)
 
     def _on_landmark_upload(self, landmark_upload: Any, **_: Any) -> None:
-        """Load landmarks from a Slicer markups JSON file chosen in the page."""
+        """Load landmarks from a Slicer markups JSON file chosen in the page.
+
+        A file that fails leaves the landmarks as they were; the field is emptied and the
+        banner names the file and the reason, so the page never shows a failed file's name
+        beside landmarks that came from another file. A file naming no side clears the side,
+        so the reader must choose it (as ``mskwb measure`` refuses to guess one).
+        """
         files = landmark_upload if isinstance(landmark_upload, list) else [landmark_upload]
         for item in files:
             if not item:
                 continue
+            name = str(item.get("name", "")) if isinstance(item, dict) else ""
             try:
-                side = self.workflow.import_landmarks(str(item.get("name", "")), item["content"])
-            except (KeyError, ValueError, RuntimeError) as error:
-                self._report_error(error)
-                continue
+                side = self.workflow.import_landmarks(name, item["content"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                kept = (
+                    " The landmarks shown are unchanged." if self.workflow.landmarks.nodes else ""
+                )
+                reason = str(error).rstrip(".") or type(error).__name__
+                self._report_error(
+                    ValueError(f"Landmarks not loaded from {name or 'the file'}: {reason}.{kept}")
+                )
+                with self.state:
+                    self.state.landmark_upload = None
+                return
             with self.state:
-                if side and not self.state.side:
-                    self.state.side = side
-                self.state.status_message = f"Landmarks loaded from {item.get('name', 'the file')}."
+                self.state.error_message = ""
+                self.state.side = side
+                self.state.landmarks_loaded_from = name
+                message = f"Landmarks loaded from {name or 'the file'}"
+                if side:
+                    message += f" ({side} side)."
+                else:
+                    message += "; the file names no side: choose Left or Right to measure."
+                self.state.status_message = message
+                self._publish_measurements()
 
     def _on_preset(self, preset: str, **_: Any) -> None:
         try:

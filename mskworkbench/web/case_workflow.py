@@ -21,7 +21,7 @@ from MSKPriorsLib.display_presets import apply_preset, default_preset_for
 from MSKPriorsLib.hanging_protocols import HangingPlan, load_rules, plan_hanging
 from MSKPriorsLib.pixel_data_series import DicomSeriesVolume, read_dicom_series
 from MSKPriorsLib.prior_discovery import PriorSearch, RankedPrior, discover_priors
-from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.records import SeriesRecord, StudyRecord, shown_date
 from MSKPriorsLib.registration import register_rigid
 from MSKPriorsLib.series_loader import add_series_volume
 from mskworkbench.web import bones, measurements
@@ -40,15 +40,34 @@ PAGE_PRESETS = {
 }
 
 
+def shown_person_name(dicom_name: str) -> str:
+    """A DICOM person name (PN, ``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``) as ``FAMILY, Given``.
+
+    Only the alphabetic group (before any ``=``) is shown; empty components are dropped.
+    """
+    alphabetic = dicom_name.split("=", 1)[0]
+    parts = [part.strip() for part in alphabetic.split("^")]
+    parts += [""] * (5 - len(parts))
+    family, given, middle, prefix, suffix = parts[:5]
+    first = " ".join(p for p in (prefix, given, middle) if p)
+    shown = ", ".join(p for p in (family, first) if p)
+    return f"{shown}, {suffix}" if suffix and shown else shown or suffix
+
+
 def study_row(study: StudyRecord) -> dict[str, Any]:
-    """A study as the page lists it."""
-    date = study.study_date
-    pretty_date = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date
+    """A study as the page lists it, with who it belongs to in words a reader can check."""
+    patient = study.patient
+    name = shown_person_name(patient.name) or "(no name)"
+    birth = shown_date(patient.birth_date, "")
+    born = f"born {birth}" if birth else "no birth date"
+    patient_id = patient.patient_id.strip() or "(no patient ID)"
     return {
         "study_uid": study.study_uid,
-        "patient_id": study.patient.patient_id,
-        "patient_name": study.patient.name.replace("^", " ").strip(),
-        "date": pretty_date,
+        "patient_id": patient.patient_id,
+        "patient_name": name,
+        "birth_date": birth,
+        "patient_label": f"{name} · {born} · ID {patient_id}",
+        "date": shown_date(study.study_date),
         "description": study.description,
         "modalities": ", ".join(study.modalities),
         "source": study.source,
@@ -274,7 +293,9 @@ class CaseWorkflow:
     def import_landmarks(self, file_name: str, content: bytes) -> str:
         """Place the landmarks of a Slicer markups JSON file; return the side it names.
 
-        Only the labels of the measurement table are taken; positions are world RAS mm.
+        Only the labels of the measurement table are taken; positions are world RAS mm. The
+        landmarks' side becomes the file's (empty when the file names none, so the reader must
+        choose it before the sided measurements are made).
 
         Raises
         ------
@@ -286,10 +307,15 @@ class CaseWorkflow:
         with tempfile.TemporaryDirectory(prefix="mskwb-landmarks-") as folder:
             path = Path(folder) / (Path(file_name).name or "landmarks.mrk.json")
             path.write_bytes(content)
-            found = read_markups_json(path)
+            try:
+                found = read_markups_json(path)
+            except ValueError as error:  # name the file as the reader chose it
+                raise ValueError(str(error).replace(str(path), path.name)) from error
         wanted = {k: v for k, v in found.points_ras_mm.items() if k in measurements.LANDMARK_LABELS}
         if not wanted:
             raise ValueError(f"{file_name} holds none of the landmarks of the measurement table")
+        # The side belongs to the file: one that names none must not keep the previous file's.
+        self.landmarks.set_side(found.side or "")
         for label, position in wanted.items():
             self.landmarks.set_position(label, position)
         self.case.jump_to(np.mean(list(wanted.values()), axis=0))

@@ -43,7 +43,11 @@ def _search_panel() -> None:
             )
         with (
             v3.VList(
-                density="compact", id="study-list", max_height="220", classes="overflow-y-auto"
+                density="compact",
+                id="study-list",
+                lines="three",
+                max_height="260",
+                classes="overflow-y-auto",
             ),
             v3.VListItem(
                 v_for="study in studies",
@@ -54,8 +58,8 @@ def _search_panel() -> None:
                 disabled=("busy",),
             ),
         ):
-            v3.VListItemTitle("{{ study.patient_id }} · {{ study.date }}")
-            v3.VListItemSubtitle("{{ study.description || study.modalities }}")
+            v3.VListItemTitle("{{ study.date }} · {{ study.description || study.modalities }}")
+            v3.VListItemSubtitle("{{ study.patient_label }}", classes="study-patient")
 
 
 def _priors_panel() -> None:
@@ -63,7 +67,7 @@ def _priors_panel() -> None:
         v3.VCardTitle("Current and priors", classes="text-subtitle-1")
         with v3.VCardText(classes="pb-1"):
             html.Div(
-                "Current: {{ current_study.patient_id }} · {{ current_study.date }} · "
+                "Current: {{ current_study.patient_label }} · {{ current_study.date }} · "
                 "{{ current_study.description }}",
                 id="current-study",
                 classes="text-body-2 mb-2",
@@ -161,6 +165,12 @@ def _measurement_panel() -> None:
                 prepend_icon="mdi-map-marker-plus",
                 id="landmark-file",
             )
+            html.Div(
+                "Loaded: {{ landmarks_loaded_from }}",
+                v_if=("landmarks_loaded_from",),
+                id="landmarks-loaded-from",
+                classes="text-caption text-medium-emphasis",
+            )
         with (
             v3.VTable(density="compact", id="landmark-table"),
             html.Tbody(),
@@ -251,6 +261,18 @@ def build_page(server: Any, layout_manager: Any) -> VAppLayout:
         with v3.VNavigationDrawer(permanent=True, width=400, location="right"):
             _plan_panel()
             _measurement_panel()
-        with v3.VMain(), html.Div(style="height: calc(100vh - 48px); display: flex;", id="views"):
-            layout_manager.initialize_layout_grid(layout)
+        with v3.VMain():
+            with html.Div(style="display: flex; height: 24px;", classes="text-body-2 px-2"):
+                html.Div(
+                    "{{ current_view_label }}",
+                    id="view-label-current",
+                    style="flex: 1; color: #F34A33;",
+                )
+                html.Div(
+                    "{{ prior_view_label }}",
+                    id="view-label-prior",
+                    style="flex: 1; color: #6DAD4A;",
+                )
+            with html.Div(style="height: calc(100vh - 72px); display: flex;", id="views"):
+                layout_manager.initialize_layout_grid(layout)
     return layout
