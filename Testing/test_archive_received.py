@@ -115,3 +115,36 @@ def test_parts_larger_than_the_spill_size_stream_to_disk_under_a_small_budget(
             stored = pydicom.dcmread(path)
             assert np.array_equal(stored.pixel_array, by_uid[stored.SOPInstanceUID].pixel_array)
         archive.close()
+
+
+def test_encapsulated_pixel_data_followed_by_trailing_padding_is_complete(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # RG2_RLE.dcm ends with a (FFFC,FFFC) padding element after the pixel data delimiter.
+    rle = shared_data / "wg04" / "RG2_RLE.dcm"
+    assert list(pydicom.dcmread(rle))[-1].tag == 0xFFFCFFFC
+    data = rle.read_bytes()
+    sop_uid = str(pydicom.dcmread(rle, stop_before_pixels=True).SOPInstanceUID)
+
+    assert read_instance_header(rle).sop_uid == sop_uid
+    assert check_received(_received(tmp_path / "rle.part", data)).sop_uid == sop_uid
+    # Cut inside the last fragment: refused, and the message names the file and the instance.
+    delimiter = data.rfind(b"\xfe\xff\xdd\xe0")
+    cut = tmp_path / "RG2_cut.dcm"
+    cut.write_bytes(data[: delimiter - 500])
+    with pytest.raises(CorruptInstanceError, match=re.escape(f"RG2_cut.dcm: instance {sop_uid}")):
+        read_instance_header(cut)
+    with pytest.raises(CorruptInstanceError, match="truncated"):
+        check_received(_received(tmp_path / "cut.part", data[: delimiter - 500]))
+
+
+@pytest.mark.parametrize("folder", ["wg04", "dcm_qa_ts"])
+def test_every_real_file_of_a_folder_imports(
+    folder: str, shared_data: Path, tmp_path: Path
+) -> None:
+    with LocalArchive(tmp_path / "archive") as archive:
+        summary = archive.import_folder(shared_data / folder)
+
+    dicom_files = [p for p in (shared_data / folder).iterdir() if p.suffix == ".dcm"]
+    assert summary.failed == []
+    assert summary.stored == len(dicom_files) > 0

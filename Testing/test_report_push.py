@@ -188,3 +188,54 @@ def test_report_without_a_source_series_names_the_folder(tmp_path, capsys) -> No
     assert f"{case}: no source DICOM series" in capsys.readouterr().err
     assert cli.main(["report", str(case), "--push"]) == 2
     assert "--push needs --pacs" in capsys.readouterr().err
+
+
+def test_a_row_of_another_patient_refuses_the_whole_report(
+    case_dir: Path, shared_data: Path, capsys
+) -> None:
+    other_patient = shared_data / "wg04" / "RG2_JPLL.dcm"  # patient 10RG2
+    table = MeasurementTable.read_json(case_dir / "measurements.json")
+    table.add(
+        Measurement(
+            "offset_change_mm",
+            "Offset change",
+            2.0,
+            "mm",
+            "",
+            "manual",
+            VOLUME_GEOMETRY,
+            str(other_patient),
+        )
+    )
+    table.write_json(case_dir / "measurements.json")
+
+    assert cli.main(["report", str(case_dir)]) == 2
+
+    error = capsys.readouterr().err
+    assert "offset_change_mm" in error and "RG2_JPLL.dcm" in error and "another patient" in error
+    assert not list((case_dir / "dicom").glob("*.dcm"))
+
+
+def test_a_row_citing_a_case_file_by_path_is_cited_by_uid(case_dir: Path) -> None:
+    source = sorted((case_dir / "source").rglob("*.dcm"))[0]
+    table = MeasurementTable.read_json(case_dir / "measurements.json")
+    table.add(
+        Measurement(
+            "bone_volume_ml",
+            "Femur volume",
+            400.0,
+            "ml",
+            "",
+            "automatic",
+            VOLUME_GEOMETRY,
+            str(source),
+        )
+    )
+    table.write_json(case_dir / "measurements.json")
+
+    write_case_dicom(find_case_inputs(case_dir), Outbox(case_dir / "dicom"))
+
+    sr = pydicom.dcmread(case_dir / "dicom" / "sr.dcm")
+    rows = {row.key: row for row in read_measurement_table(sr).rows}
+    assert rows["bone_volume_ml"].source_image == pydicom.dcmread(source).SOPInstanceUID
+    assert str(case_dir) not in str(sr)

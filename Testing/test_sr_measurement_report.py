@@ -108,8 +108,41 @@ def _written_report(
 def test_every_row_reads_back_the_same(shared_data, hip_radiograph, tmp_path) -> None:
     _, table, reread = _written_report(shared_data, hip_radiograph, tmp_path)
 
-    assert read_measurement_table(reread).to_dict() == table.to_dict()
+    expected = table.to_dict()
+    # A source known only as a local file is cited by its base name, never by its path.
+    assert expected["rows"][3]["source_image"] == "/cases/hip/radiograph.dcm"
+    expected["rows"][3]["source_image"] = "radiograph.dcm"
+    assert read_measurement_table(reread).to_dict() == expected
     assert isinstance(hd.sr.srread(tmp_path / "sr.dcm"), hd.sr.Comprehensive3DSR)
+
+
+def test_the_sr_cites_uids_and_never_a_local_path(shared_data, hip_radiograph, tmp_path) -> None:
+    path = shared_data / "wg04" / "RG2_JPLL.dcm"
+    calibration = Calibration("pixel_spacing", (0.2, 0.2), f"{path}: PixelSpacing 0.2 mm")
+    table = MeasurementTable()
+    for key, source in (("offset_change_mm", str(path)), ("leg_length_change_mm", "a/b/c.dcm")):
+        table.add(Measurement(key, key, 1.0, "mm", "", "manual", calibration, source))
+
+    sr = build_measurement_report(
+        table, [hip_radiograph], generate_uid(), generate_uid(), {str(path): hip_radiograph}
+    )
+
+    text = str(sr)
+    assert len(_text_values(sr)) >= 8
+    assert "/" not in "".join(str(item.get("TextValue", "")) for item in _text_values(sr))
+    assert str(path.parent) not in text and "a/b/" not in text
+    rows = read_measurement_table(sr).rows
+    assert [row.source_image for row in rows] == [hip_radiograph.SOPInstanceUID, "c.dcm"]
+    assert rows[0].calibration.detail == "RG2_JPLL.dcm: PixelSpacing 0.2 mm"
+
+
+def _text_values(dataset: pydicom.Dataset) -> list[pydicom.Dataset]:
+    items = []
+    for item in dataset.get("ContentSequence", []):
+        if item.ValueType == "TEXT":
+            items.append(item)
+        items += _text_values(item)
+    return items
 
 
 def test_codes_units_and_regions(shared_data, hip_radiograph, tmp_path) -> None:

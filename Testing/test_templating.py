@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
+import pydicom
 import pytest
 import vtk
 from PIL import Image
@@ -20,7 +22,13 @@ from MSKPlannerLib.calibration import (
 )
 from MSKPlannerLib.implant_catalogue import ImplantCatalogue
 from MSKPlannerLib.landmarks import write_markups_json
-from MSKPlannerLib.measurement_table import UNCALIBRATED, Calibration, MeasurementTable
+from MSKPlannerLib.measurement_table import (
+    UNCALIBRATED,
+    VOLUME_GEOMETRY,
+    Calibration,
+    Measurement,
+    MeasurementTable,
+)
 from MSKPlannerLib.templating import (
     TemplatePose,
     TemplatingError,
@@ -445,3 +453,52 @@ def test_template_command_sizes_knee_components_with_tag_calibration(
     assert output["suggested_size"] == expected
     assert output["based_on"]["value"] == pytest.approx(70.0)
     assert output["calibration"]["method"] == "pixel_spacing"
+
+
+def test_template_refuses_to_add_rows_of_another_patient_to_a_table(
+    shared_data, tmp_path, capsys
+) -> None:
+    # A case of patient PACSMAN1: its MR slice in the case folder, a row citing its series UID.
+    case = tmp_path / "case"
+    (case / "source").mkdir(parents=True)
+    slice_path = sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))[0]
+    shutil.copyfile(slice_path, case / "source" / slice_path.name)
+    series_uid = str(pydicom.dcmread(slice_path, stop_before_pixels=True).SeriesInstanceUID)
+    table = MeasurementTable()
+    table.add(
+        Measurement(
+            "bone_volume_ml", "Bone", 1.0, "ml", "", "automatic", VOLUME_GEOMETRY, series_uid
+        )
+    )
+    table.write_json(case / "measurements.json")
+    before = (case / "measurements.json").read_text()
+    path = shared_data / "wg04" / "RG2_JPLL.dcm"  # patient 10RG2
+    points = {"tibial_plateau_medial": (1200.0, 1500.0), "tibial_plateau_lateral": (850.0, 1500.0)}
+    _write_landmarks(tmp_path / "knee.mrk.json", read_radiograph(path), points, "knee right")
+    command = ["template", str(path), "--landmarks", str(tmp_path / "knee.mrk.json")]
+    command += ["--family", "knee_tibial", "--add-to"]
+
+    status = cli.main([*command, str(case / "measurements.json")])
+
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(error) == 1 and "RG2_JPLL.dcm" in error[0] and "bone_volume_ml" in error[0]
+    assert (case / "measurements.json").read_text() == before
+    # Rows of the same patient (another encoding of RG2, cited by path) are added.
+    same = tmp_path / "same.json"
+    same_table = MeasurementTable()
+    same_table.add(
+        Measurement(
+            "x_mm",
+            "x",
+            1.0,
+            "mm",
+            "",
+            "manual",
+            VOLUME_GEOMETRY,
+            str(shared_data / "wg04" / "RG2_J2KR.dcm"),
+        )
+    )
+    same_table.write_json(same)
+    assert cli.main([*command, str(same)]) == 0
+    assert len(MeasurementTable.read_json(same).rows) == 2

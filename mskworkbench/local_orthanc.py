@@ -44,6 +44,8 @@ def find_orthanc_executable() -> Path:
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on ``port`` of 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections of a stopped server still closing (TIME_WAIT) must not count as in use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

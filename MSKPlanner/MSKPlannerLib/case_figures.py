@@ -190,12 +190,24 @@ def _bone_figures(state: PlanState) -> list[Figure]:
     return figures
 
 
+def _display_voxels(image: LoadedImage) -> tuple[npt.NDArray[Any], float, float]:
+    """Voxels, window and level to draw ``image`` with; MONOCHROME1 is drawn inverted.
+
+    Negating the voxels and the level turns the grey ramp around without touching the
+    node's stored values (which the measurements read).
+    """
+    window, level = image.window_level
+    if image.display_inverted:
+        return -image.array_kji.astype(np.float32), window, -level
+    return image.array_kji, window, level
+
+
 def _radiograph_picture(
     image: LoadedImage, overlays: SliceOverlays | None, title: str
 ) -> npt.NDArray[np.uint8]:
-    window, level = image.window_level
+    voxels, window, level = _display_voxels(image)
     return render_slice(
-        image.array_kji,
+        voxels,
         image.ijk_to_ras_mm,
         window,
         level,
@@ -219,9 +231,9 @@ def _knee_picture(
         return None
     centre = np.mean(knee, axis=0)
     plane = plane_around(centre, "coronal", 160.0, 160.0, 160.0 / 420)
-    window, level = image.window_level
+    voxels, window, level = _display_voxels(image)
     return render_slice(
-        image.array_kji,
+        voxels,
         image.ijk_to_ras_mm,
         window,
         level,

@@ -32,6 +32,7 @@ from MSKPriorsLib.mrml_volumes import (
     new_subject_hierarchy_parent,
     place_under,
 )
+from MSKPriorsLib.pixel_data import is_monochrome1
 from MSKPriorsLib.records import StudyRecord, shown_date
 from MSKPriorsLib.registration import transform_to_parent_ras
 from MSKPriorsLib.series_loader import load_series
@@ -75,6 +76,9 @@ class LoadedImage:
         Figures of the registration (rotation, translation, metric), when done.
     files
         The DICOM files it came from.
+    display_inverted
+        Whether pictures show the voxels inverted: a MONOCHROME1 radiograph keeps its stored
+        values (low is white) in the node, and only its display is turned the right way.
     """
 
     series_uid: str
@@ -91,6 +95,7 @@ class LoadedImage:
     registration: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     patient_orientation: tuple[str, str] = ("L", "F")
+    display_inverted: bool = False
 
     @property
     def array_kji(self) -> npt.NDArray[Any]:
@@ -149,6 +154,7 @@ def load_studies(state: PlanState) -> None:
     assert state.current is not None and state.search is not None
     studies: list[tuple[StudyRecord, str]] = [(state.search.current, "current")]
     studies += [(prior.study, "prior") for prior in state.used_priors]
+    failures: list[str] = []
     for study, role in studies:
         for series in state.archive.search_series(study.study_uid):
             wanted = ("CT", "MR") if role == "prior" else ("CT", "MR", "CR", "DX", "DR", "RG")
@@ -174,10 +180,11 @@ def load_studies(state: PlanState) -> None:
                 else:
                     image = _load_radiograph(state, files, series.series_uid, role, title)
             except (SeriesLoadError, CalibrationError, OSError, ValueError) as error:
+                failures.append(f"{title} could not be loaded: {error}")
                 state.warn(
                     "geometry",
                     getattr(error, "code", "load_failed"),
-                    f"{title} could not be loaded: {error}",
+                    failures[-1],
                     where=f"series {series.series_uid}",
                     high=True,
                 )
@@ -197,6 +204,7 @@ def load_studies(state: PlanState) -> None:
 
         raise PlanError(
             f"study {state.current.study_uid} holds no CT, MR or radiograph that could be loaded"
+            + (f" ({'; '.join(failures)})" if failures else "")
         )
 
 
@@ -208,7 +216,10 @@ def _load_volume(
     warnings = [w.to_dict() for w in loaded.warnings]
     modality = loaded.modality or "CT"
     preset = get_preset(default_preset_for(modality))
-    window_level = window_level_for(preset)
+    # Automatic presets (MR) take their window from the voxels.
+    window_level = window_level_for(
+        preset, array_from_volume(node) if preset.is_automatic else None
+    )
     return LoadedImage(
         series_uid=series_uid,
         study_uid=loaded.study_uid,
@@ -264,6 +275,7 @@ def _load_radiograph(
         warnings=warnings,
         files=list(files),
         patient_orientation=orientation,
+        display_inverted=is_monochrome1(dataset),
     )
 
 

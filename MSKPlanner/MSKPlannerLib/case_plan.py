@@ -226,6 +226,9 @@ def plan_case(
             state.figures = case_figures.make_figures(state)
         with timer.stage("write", "writing the plan, report and scene"):
             plan = _write_outputs(state)
+    except PlanError as error:
+        _write_stopped_plan(state, error)
+        raise
     finally:
         if state.client is not None:
             state.client.close()
@@ -408,6 +411,19 @@ def _write_outputs(state: PlanState) -> dict[str, Any]:
     write_report(out_dir / "report.html", plan, state.figures, title="MSK Workbench case plan")
     (out_dir / "plan.json").write_text(json.dumps(plan, indent=2, default=str))
     return plan
+
+
+def _write_stopped_plan(state: PlanState, error: PlanError) -> None:
+    """Write ``plan.json`` with the reason the plan stopped and the warnings met so far."""
+    plan = {
+        "error": str(error),
+        "studies": _studies_dict(state) if state.search and state.current else {},
+        "warnings": state.warnings,
+        "measurements": _measurements_dict(state),
+        "files": {"plan": "plan.json"},
+    }
+    out_dir = Path(state.request.out_dir)
+    (out_dir / "plan.json").write_text(json.dumps(plan, indent=2, default=str))
 
 
 def _save_scene_quietly(context: AppContext, path: Path) -> None:

@@ -38,6 +38,8 @@ from MSKPlannerLib.label_maps import LabelMapError, read_label_map, select_bone_
 from MSKPlannerLib.measurement_table import MeasurementTable
 from MSKPlannerLib.pacs_upload import Outbox, UploadReport, content_digest
 from MSKPriorsLib.mrml_volumes import ijk_to_ras_from_sitk
+from MSKPriorsLib.patient_matching import match_patient
+from MSKPriorsLib.records import PatientIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,68 @@ def _reference(inputs: CaseInputs) -> pydicom.Dataset:
     )
 
 
+def patient_identity_of(dataset: pydicom.Dataset) -> PatientIdentity:
+    """The patient attributes of a DICOM header (PatientID, issuer, name, birth date)."""
+    return PatientIdentity(
+        patient_id=str(dataset.get("PatientID", "") or ""),
+        issuer=str(dataset.get("IssuerOfPatientID", "") or ""),
+        name=str(dataset.get("PatientName", "") or ""),
+        birth_date=str(dataset.get("PatientBirthDate", "") or ""),
+    )
+
+
+def patient_difference(reference: pydicom.Dataset, other: pydicom.Dataset) -> str:
+    """Why ``other`` may belong to another patient than ``reference``; empty when the same.
+
+    The same patient means an equal, non-empty PatientID with agreeing issuers and no
+    disagreement on name or birth date (identical identities, even empty, also agree).
+    """
+    ours, theirs = patient_identity_of(reference), patient_identity_of(other)
+    if ours == theirs:
+        return ""
+    result = match_patient(ours, theirs)
+    return "" if result.matched else result.reason
+
+
+def read_source_header(source_image: str, folders: Iterable[Path] = ()) -> pydicom.Dataset | None:
+    """The header of ``source_image`` when it names a readable DICOM file, else None.
+
+    A relative path is tried from the working folder, then from each of ``folders``.
+    """
+    if not source_image:
+        return None
+    path = Path(source_image)
+    candidates = [path] if path.is_absolute() else [path, *(Path(f) / path for f in folders)]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return pydicom.dcmread(candidate, stop_before_pixels=True)
+            except (pydicom.errors.InvalidDicomError, OSError, ValueError):
+                return None
+    return None
+
+
+def _check_one_patient(
+    inputs: CaseInputs, reference: pydicom.Dataset, by_image: dict[str, pydicom.Dataset]
+) -> None:
+    """Refuse the report when a row's source image is of another patient than the case."""
+    case_dir = inputs.table_path.parent
+    for row in inputs.table.rows:
+        source = (
+            by_image.get(row.source_image)
+            or by_image.get(Path(row.source_image).name)
+            or read_source_header(row.source_image, [case_dir])
+        )
+        if source is None:
+            continue
+        why = patient_difference(reference, source)
+        if why:
+            raise CaseFolderError(
+                f"measurement {row.key} was made on {Path(row.source_image).name}, which belongs "
+                f"to another patient than the case ({why}); no report was written"
+            )
+
+
 def write_case_dicom(
     inputs: CaseInputs, outbox: Outbox, key_object_selection: bool = True
 ) -> dict[str, Any]:
@@ -169,9 +233,17 @@ def write_case_dicom(
     -------
     dict
         ``written`` (object names), ``skipped`` (what could not be written, with why).
+
+    Raises
+    ------
+    CaseFolderError
+        When a row's source image belongs to another patient than the case (found among the
+        case's series by UID or file name, or read from the file the row names); nothing
+        is written then.
     """
     reference = _reference(inputs)
     by_image = _sources_by_image(inputs)
+    _check_one_patient(inputs, reference, by_image)
     for row in inputs.table.rows:
         if row.source_image not in by_image and Path(row.source_image).name in by_image:
             by_image[row.source_image] = by_image[Path(row.source_image).name]

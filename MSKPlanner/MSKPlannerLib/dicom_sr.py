@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -126,21 +127,52 @@ def _region(row: Measurement, source: pydicom.Dataset | None) -> Any:
     return None
 
 
-def _text_items(row: Measurement) -> list[hd.sr.TextContentItem]:
+#: A DICOM UID: digits in dot-separated components.
+_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+#: A local file path inside free text: from the root, home or a relative start, or a token
+#: with at least two folder separators. Quotes, brackets, commas and colons end it.
+_PATH_PATTERN = re.compile(
+    r"(?<![\w.~/-])(?:(?:~|\.{1,2})?/[^\s\"'(),;:]+|[\w.~-]+(?:/[\w.~-]+){2,})"
+)
+
+
+def without_local_paths(text: str) -> str:
+    """``text`` with every local file path in it cut to the file's base name.
+
+    An SR leaves the site: folder names of the workstation must not travel with it.
+    """
+    return _PATH_PATTERN.sub(lambda match: match.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def cited_source(source_image: str, source: pydicom.Dataset | None) -> str:
+    """How the SR names a row's source image: a UID, or a file's base name when none is known.
+
+    A UID (Series or SOP Instance) is kept; a file that was found among the sources is
+    cited by its SOP Instance UID; any other file by its base name only.
+    """
+    if _UID_PATTERN.match(source_image):
+        return source_image
+    if source is not None and source.get("SOPInstanceUID"):
+        return str(source.SOPInstanceUID)
+    return source_image.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def _text_items(row: Measurement, source: pydicom.Dataset | None) -> list[hd.sr.TextContentItem]:
     values = {
         "label": row.label,
         "definition": row.definition,
         "calibration_method": row.calibration.method,
         "calibration_detail": row.calibration.detail,
         "calibration": json.dumps(asdict(row.calibration), sort_keys=True),
-        "source_image": row.source_image,
+        "source_image": cited_source(row.source_image, source),
         "uncertainty": "" if row.uncertainty is None else repr(float(row.uncertainty)),
         "details": json.dumps(row.details, sort_keys=True) if row.details else "",
     }
     return [
         hd.sr.TextContentItem(
             name=TEXT_CONCEPTS[name],
-            value=value,
+            value=without_local_paths(value),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
         for name, value in values.items()
@@ -170,7 +202,7 @@ def _group(row: Measurement, index: int, source: pydicom.Dataset | None, trackin
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking, measurements=[measurement], source_images=sources
         )
-    group[0].ContentSequence.extend(_text_items(row))
+    group[0].ContentSequence.extend(_text_items(row, source))
     return group
 
 

@@ -14,6 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
@@ -152,10 +153,10 @@ def read_instance_header(path: Path) -> InstanceHeader:
             element = handle.read(12)
             handle.seek(max(size - 8, 0))
             tail = handle.read(8)
-            declared_end = _pixel_data_end(element, start, ds, size, tail)
+            declared_end = _pixel_data_end(element, start, ds, size, tail, handle)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
         raise CorruptInstanceError(f"{path.name} is not a readable DICOM file: {error}") from error
-    return _checked(header_from_parsed(ds, path.name), size, declared_end)
+    return _checked(header_from_parsed(ds, path.name), path.name, size, declared_end)
 
 
 @dataclass(frozen=True)
@@ -206,12 +207,17 @@ def check_received(received: ReceivedFile) -> InstanceHeader:
         # A header cut by the end of ``head`` stops the parse early: read the file instead.
         if not whole and start + 12 > len(head):
             return read_instance_header(received.path)
-        declared_end = _pixel_data_end(head[start : start + 12], start, ds, size, received.tail)
+        declared_end = _pixel_data_end(
+            head[start : start + 12], start, ds, size, received.tail, buffer if whole else None
+        )
+        # Encapsulated pixel data followed by trailing elements: walk its items in the file.
+        if declared_end > size and not whole:
+            return read_instance_header(received.path)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
         if not whole:
             return read_instance_header(received.path)
         raise CorruptInstanceError(f"{name} is not a readable DICOM file: {error}") from error
-    return _checked(header_from_parsed(ds, name), size, declared_end)
+    return _checked(header_from_parsed(ds, name), name, size, declared_end)
 
 
 def header_from_parsed(ds: pydicom.Dataset, name: str) -> InstanceHeader:
@@ -222,10 +228,10 @@ def header_from_parsed(ds: pydicom.Dataset, name: str) -> InstanceHeader:
         raise CorruptInstanceError(f"{name}: {error}") from error
 
 
-def _checked(header: InstanceHeader, size: int, declared_end: int) -> InstanceHeader:
+def _checked(header: InstanceHeader, name: str, size: int, declared_end: int) -> InstanceHeader:
     if declared_end > size:
         raise CorruptInstanceError(
-            f"instance {header.sop_uid} is truncated ({size} bytes, {declared_end} declared)"
+            f"{name}: instance {header.sop_uid} is truncated ({size} bytes, {declared_end} declared)"
         )
     return header
 
@@ -233,12 +239,22 @@ def _checked(header: InstanceHeader, size: int, declared_end: int) -> InstanceHe
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
-def _pixel_data_end(element: bytes, start: int, ds: pydicom.Dataset, size: int, tail: bytes) -> int:
+def _pixel_data_end(
+    element: bytes,
+    start: int,
+    ds: pydicom.Dataset,
+    size: int,
+    tail: bytes,
+    handle: BinaryIO | None = None,
+) -> int:
     """Byte offset where the pixel data element says the file ends (``size`` if none).
 
     ``element`` holds the (up to 12) bytes at ``start``, where pydicom stopped: the start of
     the pixel data element. Native pixel data declares its length; encapsulated pixel data
-    (undefined length) must end with a sequence delimiter, the file's last 8 bytes ``tail``.
+    (undefined length) must end with a sequence delimiter. That is usually the file's last 8
+    bytes ``tail``; when it is not (trailing elements such as (FFFC,FFFC) padding follow),
+    the fragment items are walked in ``handle`` (the whole file, seekable) to find it.
+    Without ``handle`` such a file reports ``size + 1``.
     """
     head = element
     if len(head) < 8:
@@ -258,8 +274,29 @@ def _pixel_data_end(element: bytes, start: int, ds: pydicom.Dataset, size: int, 
         (length,) = struct.unpack(f"{order}H", head[6:8])
         header_bytes = 8
     if length == 0xFFFFFFFF:
-        return size if tail == _SEQUENCE_END else size + 1
+        if tail == _SEQUENCE_END:
+            return size
+        if handle is None:
+            return size + 1
+        return _delimiter_end(handle, start + header_bytes, order, size)
     return start + header_bytes + length
+
+
+def _delimiter_end(handle: BinaryIO, offset: int, order: str, size: int) -> int:
+    """End offset of the sequence delimiter closing encapsulated pixel data items.
+
+    Walks the items from ``offset``; returns ``size + 1`` when the file ends first or an
+    element other than an item or the delimiter is met (a damaged or truncated file).
+    """
+    while offset + 8 <= size:
+        handle.seek(offset)
+        group, element, length = struct.unpack(f"{order}HHI", handle.read(8))
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return offset + 8
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return size + 1
+        offset += 8 + length
+    return size + 1
 
 
 def fsync_file(path: Path) -> None:

@@ -98,6 +98,45 @@ def _calibration(argument: str | None, radiograph: Radiograph) -> Calibration:
     )
 
 
+def _refuse_another_patient(table: Any, dataset: Any, image_name: str, table_path: Path) -> None:
+    """Refuse to add rows of ``dataset`` to a table whose rows are of another patient.
+
+    A row's source image is resolved as a DICOM file (from the working folder or the
+    table's folder), or by UID or file name among the DICOM files below the table's folder;
+    rows that cannot be resolved are not compared.
+    """
+    from MSKPlannerLib.dicom_outputs import (
+        OUTBOX_FOLDER,
+        find_series,
+        patient_difference,
+        read_source_header,
+    )
+
+    folder = table_path.parent
+    known: dict[str, Any] | None = None
+    for row in table.rows:
+        source = read_source_header(row.source_image, [folder])
+        if source is None:
+            if known is None:
+                known = {}
+                for series_uid, datasets in find_series(
+                    [folder], skip=folder / OUTBOX_FOLDER
+                ).items():
+                    for header in datasets:
+                        known[series_uid] = header
+                        known[str(header.SOPInstanceUID)] = header
+                        known[Path(header.filename).name] = header
+            source = known.get(row.source_image) or known.get(Path(row.source_image).name)
+        if source is None:
+            continue
+        why = patient_difference(source, dataset)
+        if why:
+            raise CommandError(
+                f"{image_name} belongs to another patient than row {row.key} of {table_path} "
+                f"({why}); nothing was added"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Template the radiograph and print the suggestion."""
     from PIL import Image
@@ -147,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.add_to:
         table = MeasurementTable.read_json(args.add_to) if args.add_to.is_file() else None
         table = table or MeasurementTable()
+        _refuse_another_patient(table, radiograph.dataset, image_name, args.add_to)
         for row in result.measurements:
             table.add(row)
         table.write_json(args.add_to)
