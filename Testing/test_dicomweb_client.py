@@ -83,6 +83,9 @@ def test_search_studies_series_and_instances_with_paging(
     assert by_uid[0].study_uid == study.study_uid
     assert client.search_studies(patient_id="NOBODY") == []
     assert client.search_patients("PACSMAN1")[0].patient_id == "PACSMAN1"
+    # QIDO-RS wildcards reach the server as wildcards, not as literal characters.
+    assert [s.study_uid for s in client.search_studies(patient_id="PACS*")] == [study.study_uid]
+    assert [s.study_uid for s in client.search_studies(patient_id="*MAN?")] == [study.study_uid]
 
 
 def test_a_real_series_is_retrieved_into_the_archive_with_progress(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from browser_driver import Browser, BrowserError
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_auth
 from pydicom.uid import generate_uid
+from viewer_server import running_viewer
 from vtkmodules.util.numpy_support import vtk_to_numpy
 
 from MSKPlannerLib.landmarks import write_markups_json
@@ -98,40 +97,14 @@ def viewer_url(
     orthanc: LocalOrthanc, stored_case: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``mskwb serve --pacs`` on a free loopback port, as a user would start it."""
-    work = tmp_path_factory.mktemp("viewer")
-    port = free_loopback_port()
-    env = {
-        **os.environ,
-        "MSKWB_PACS_USERNAME": orthanc.username,
-        "MSKWB_PACS_PASSWORD": orthanc.password,
-        "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow",
-    }
-    command = [sys.executable, "-m", "mskworkbench.cli", "serve", "--pacs", orthanc.dicomweb_url]
-    command += ["--port", str(port), "--work-dir", str(work)]
-    log_path = work / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"mskwb serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(url + "index.html", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("mskwb serve did not answer within 120 s")
-        time.sleep(0.5)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
+    credentials = {"MSKWB_PACS_USERNAME": orthanc.username, "MSKWB_PACS_PASSWORD": orthanc.password}
+    with running_viewer(
+        ["--pacs", orthanc.dicomweb_url],
+        free_loopback_port(),
+        tmp_path_factory.mktemp("viewer"),
+        credentials,
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,6 @@ on a real aiohttp server on loopback with real WebSockets.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +17,12 @@ import requests
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from browser_driver import Browser, BrowserError
+from viewer_server import running_viewer
 
 from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.local_orthanc import free_loopback_port
 from mskworkbench.web.single_reader import READER_COOKIE, SingleReader
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PATIENT_ID = "10RG2"
 
 IN_USE = "document.querySelector('#viewer-in-use')"
@@ -39,34 +36,10 @@ def viewer_url(shared_data: Path, tmp_path: Path) -> Iterator[str]:
     archive = LocalArchive(archive_dir)
     archive.store_file(shared_data / "wg04" / "RG2_JPLL.dcm")
     archive.close()
-    port = free_loopback_port()
-    env = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow"}
-    command = [sys.executable, "-m", "mskworkbench.cli", "serve", "--archive", str(archive_dir)]
-    command += ["--port", str(port), "--work-dir", str(tmp_path / "work")]
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"mskwb serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(url + "index.html", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("mskwb serve did not answer within 120 s")
-        time.sleep(0.5)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
+    with running_viewer(
+        ["--archive", str(archive_dir)], free_loopback_port(), tmp_path / "work"
+    ) as url:
+        yield url
 
 
 def _browser() -> Browser:

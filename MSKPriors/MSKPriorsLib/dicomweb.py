@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pydicom
 import requests
@@ -184,6 +185,15 @@ def series_record_from_json(item: dict[str, Any], source: str) -> SeriesRecord:
     )
 
 
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    """Encode QIDO-RS query parameters, keeping the ``*`` and ``?`` of wildcard matching.
+
+    Percent-encoded wildcards (``%2A``) are taken literally by some servers (Orthanc 1.10's
+    DICOMweb plugin among them), so a search for ``MSKWB*`` would find nothing.
+    """
+    return urlencode(list(params), quote_via=quote, safe="*?")
+
+
 class DicomWebClient:
     """DICOMweb access to one :class:`~MSKPriorsLib.servers.PacsServer`.
 
@@ -268,7 +278,7 @@ class DicomWebClient:
                 answer = self.session.request(
                     method,
                     url,
-                    params=list(params or []),
+                    params=query_string(params or []),
                     headers=headers,
                     data=data,
                     stream=stream,
