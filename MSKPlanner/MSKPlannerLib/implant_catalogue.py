@@ -40,6 +40,7 @@ import vtk
 
 from MSKPlannerLib import implant_geometry
 from MSKPlannerLib.implant_geometry import KINDS, FloatArray
+from MSKPriorsLib.resource_folders import shipped_folder
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ IMPLANTS_ENVIRONMENT_VARIABLE = "MSKWB_IMPLANTS"
 #: Default user catalogue folder.
 DEFAULT_USER_FOLDER = Path("~/.config/mskwb/implants")
 #: Built-in catalogue folder (part of the module's resources).
-BUILTIN_FOLDER = Path(__file__).resolve().parent.parent / "Resources" / "Implants"
+BUILTIN_FOLDER = shipped_folder(__file__, ("Resources", "Implants"), "mskwb_implants")
 SIZING_RULES = ("nearest", "largest_not_exceeding", "largest_fitting")
 
 

@@ -55,6 +55,7 @@ from typing import Any
 from MSKPriorsLib.display_presets import PRESETS, default_preset_for
 from MSKPriorsLib.prior_ranking import body_parts_of, lateralities_of, normalise_body_part
 from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.resource_folders import shipped_folder
 from MSKPriorsLib.series_selection import (
     ORIENTATIONS,
     PREFERENCES,
@@ -66,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 USER_FOLDERS_VARIABLE = "MSKWB_HANGING_PROTOCOLS"
 DEFAULT_USER_FOLDER = Path("~/.config/mskwb/hanging_protocols")
-DEFAULT_RULES_FOLDER = Path(__file__).resolve().parent.parent / "Resources" / "HangingProtocols"
+DEFAULT_RULES_FOLDER = shipped_folder(
+    __file__, ("Resources", "HangingProtocols"), "mskwb_hanging_protocols"
+)
 
 #: Layout name -> (Slicer ``vtkMRMLLayoutNode`` arrangement name, slice view names in reading
 #: order, whether the layout has a 3D view).
