@@ -161,6 +161,32 @@ def test_high_offset_variant_adds_offset(catalogue) -> None:
     assert result.predicted["offset_change_mm"] == pytest.approx(6.0, abs=0.05)
 
 
+def test_largest_stem_suggested_for_a_canal_just_wider_than_it(catalogue) -> None:
+    family = catalogue.family("generic_tapered_stem")
+    largest = max(
+        family.sizes_of_variant("132-standard"),
+        key=lambda s: implant_geometry.stem_width_at_mm(s.parameters, 0.0),
+    )
+    landmarks = _femur_landmarks(largest, (0.4, 0.3, 0.5), 0.0, (0.0, 0.0))
+
+    result = suggest_stem(landmarks, SPACING, "femur.dcm", family, "132-standard")
+
+    assert result.size == largest
+
+
+def test_canal_far_wider_than_the_largest_stem_is_refused(catalogue) -> None:
+    family = catalogue.family("generic_tapered_stem")
+    largest = max(
+        family.sizes_of_variant("132-standard"),
+        key=lambda s: implant_geometry.stem_width_at_mm(s.parameters, 0.0),
+    )
+    # A canal 12 mm wider than the largest stem at every level: a wrong calibration, say.
+    landmarks = _femur_landmarks(largest, (12.0, 12.0, 12.0), 0.0, (0.0, 0.0))
+
+    with pytest.raises(TemplatingError, match=r"femur\.dcm.*exceeds the largest stem"):
+        suggest_stem(landmarks, SPACING, "femur.dcm", family, "132-standard")
+
+
 @pytest.mark.parametrize(
     ("kind", "labels", "width_mm", "expected"),
     [
