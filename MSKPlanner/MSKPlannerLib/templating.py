@@ -1,18 +1,7 @@
 """Implant templating on a calibrated radiograph: size suggestion, placement, predicted change.
 
-Frames
-------
-- Pixel coordinates are ``(column, row)``, zero-based, row downwards, as in the DICOM pixel
-  array.
-- The *image mm frame* is the radiograph's plane in calibrated millimetres:
-  ``x = column * column_spacing_mm`` (to the right of the displayed image) and
-  ``y = -row * row_spacing_mm`` (upwards on the displayed image).
-- The implant frame is that of :mod:`MSKPlannerLib.implant_geometry` (``+y`` superior).
-
-A :class:`TemplatePose` puts the implant frame into the image mm frame: a centre, a rotation
-counter-clockwise on the displayed image, and a mirror flag that flips the implant's ``x``
-(stems point their neck medially, which is to the displayed left or right depending on the
-side and the view).
+Pixels, the image mm frame, the implant frame and :class:`TemplatePose` are defined in
+:mod:`MSKPlannerLib.templating_frames`; stem sizing lives in :mod:`MSKPlannerLib.templating_stem`.
 
 Landmark labels (points on the radiograph):
 
