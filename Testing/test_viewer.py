@@ -14,16 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-import requests
-import vtk
 from browser_driver import Browser, BrowserError
-from dicomweb_client.api import DICOMwebClient
-from dicomweb_client.session_utils import create_session_from_auth
-from pydicom.uid import generate_uid
+from viewer_case import (
+    ARTIFACTS,
+    click_landmark_button,
+    content_fraction,
+    crop,
+    landmark_ras,
+    measurement,
+    open_study,
+    png_rgb,
+    press_and_release,
+    slice_view_rectangles,
+    store,
+    study_copy,
+    view_rectangles,
+    wait_for_measurement,
+    wait_for_views,
+)
 from viewer_server import running_viewer
-from vtkmodules.util.numpy_support import vtk_to_numpy
 
 from MSKPlannerLib.landmarks import write_markups_json
 from MSKPlannerLib.measure_alignment import alignment_angles_deg
@@ -31,7 +41,6 @@ from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.pacs]
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PATIENT_ID = "MSKWB-VIEWER-1"
 
@@ -49,46 +58,18 @@ LANDMARKS_RAS_MM = {
 }
 
 
-def _patient_series(shared_data: Path) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
+@pytest.fixture(scope="module")
+def stored_case(orthanc: LocalOrthanc, shared_data: Path) -> dict[str, str]:
     """A real CT series as a current study and, with new UIDs and an older date, its prior.
 
     The TotalSegmentator CT has no PatientID, no UIDs and an empty SOPClassUID; both copies get
     the same test patient and valid UIDs, so the prior must be found and matched.
     """
-    files = sorted((shared_data / "totalsegmentator" / "ct_dicom").iterdir())
-    studies = []
-    for study_date in ("20221208", "20190301"):
-        study_uid, series_uid = generate_uid(), generate_uid()
-        datasets = []
-        for path in files:
-            ds = pydicom.dcmread(path)
-            ds.PatientID = PATIENT_ID
-            ds.PatientName = "VIEWER^TEST"
-            ds.PatientBirthDate = "19600101"
-            ds.StudyInstanceUID = study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            # The header's SOPClassUID is empty; its file meta names the class (CT Image).
-            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-            ds.StudyDate = study_date
-            ds.StudyDescription = "CT PELVIS"
-            datasets.append(ds)
-        studies.append(datasets)
-    return studies[0], studies[1]
-
-
-@pytest.fixture(scope="module")
-def stored_case(orthanc: LocalOrthanc, shared_data: Path) -> dict[str, str]:
-    """The current study and its prior, stored in the real Orthanc."""
     orthanc.clear()
-    current, prior = _patient_series(shared_data)
-    session = create_session_from_auth(
-        requests.auth.HTTPBasicAuth(orthanc.username, orthanc.password)
-    )
-    client = DICOMwebClient(url=orthanc.dicomweb_url, session=session)
-    client.store_instances(current)
-    client.store_instances(prior)
+    files = sorted((shared_data / "totalsegmentator" / "ct_dicom").iterdir())
+    current = study_copy(files, PATIENT_ID, "20221208", "CT PELVIS")
+    prior = study_copy(files, PATIENT_ID, "20190301", "CT PELVIS")
+    store(orthanc, current, prior)
     return {"current": current[0].StudyInstanceUID, "prior": prior[0].StudyInstanceUID}
 
 
@@ -116,43 +97,8 @@ def page(viewer_url: str, stored_case: dict[str, str]) -> Iterator[Browser]:
         pytest.fail(f"{error} (the browser tests need Chromium; .ci/setup installs it)")
     with browser:
         browser.navigate(viewer_url)
-        browser.wait_for("document.querySelector('#search-button') !== null", 60)
-        browser.evaluate(
-            "(() => { const f = document.querySelector('#search-text');"
-            f" f.value = '{PATIENT_ID[:9]}'; f.dispatchEvent(new Event('input')); }})()"
-        )
-        browser.evaluate("document.querySelector('#search-button').click()")
-        browser.wait_for("document.querySelectorAll('.study-item').length === 2", 60)
-        browser.evaluate(
-            "[...document.querySelectorAll('.study-item')]"
-            ".find(e => e.textContent.includes('2022-12-08')).click()"
-        )
-        browser.wait_for("document.querySelector('#current-study') !== null", 180)
+        open_study(browser, PATIENT_ID[:9], "2022-12-08", 2)
         yield browser
-
-
-def _png_rgb(path: Path) -> np.ndarray:
-    reader = vtk.vtkPNGReader()
-    reader.SetFileName(str(path))
-    reader.Update()
-    image = reader.GetOutput()
-    width, height, _ = image.GetDimensions()
-    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
-    return np.flipud(pixels[:, :, :3]).astype(float)
-
-
-def _view_rectangles(page: Browser) -> list[list[float]]:
-    return page.evaluate(
-        "[...document.querySelectorAll('.layout-grid-item')].map(e => {"
-        " const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })"
-    )
-
-
-def _measurement(page: Browser, key: str) -> str:
-    return page.evaluate(
-        f"(() => {{ const c = document.querySelector('.measurement-value[data-key=\"{key}\"]');"
-        " return c ? c.textContent.trim() : ''; })()"
-    )
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -176,7 +122,7 @@ def test_viewer_listens_on_loopback_only(viewer_url: str) -> None:
     assert _listening_addresses(port) == {"0100007F"}
 
 
-def test_study_opens_with_its_prior_and_three_views_with_content(
+def test_study_opens_hung_by_its_protocol_with_content_in_every_view(
     page: Browser, stored_case: dict[str, str]
 ) -> None:
     priors = page.evaluate("[...document.querySelectorAll('.prior-item')].map(e => e.textContent)")
@@ -188,36 +134,42 @@ def test_study_opens_with_its_prior_and_three_views_with_content(
     # No landmark has been loaded or placed yet: no measurement complaint may be shown.
     assert page.evaluate("document.querySelectorAll('#not-measured div').length") == 0
     assert page.evaluate("document.querySelector('#error-message')") is None
+    protocol = page.evaluate("document.querySelector('#hanging-protocol-name').textContent")
     labels = page.evaluate(
-        "['current', 'prior'].map(r => document.querySelector('#view-label-' + r).textContent)"
+        "Object.fromEntries([...document.querySelectorAll('.view-label')]"
+        ".map(e => [e.dataset.view, e.textContent.trim()]))"
     )
-    assert [label.strip() for label in labels] == ["Current 2022-12-08", "Prior 2019-03-01"]
+    # A CT with a CT prior: the shipped ct-bone-compare protocol hangs current and prior,
+    # axial above coronal (Slicer's two-over-two layout), with the bones below.
+    assert "ct-bone-compare" in protocol and "2x2" in protocol
+    assert labels == {
+        "Red": "Current · 2022-12-08 · Axial",
+        "Slice4": "Prior #1 · 2019-03-01 · Axial",
+        "Green": "Current · 2022-12-08 · Coronal",
+        "Yellow": "Prior #1 · 2019-03-01 · Coronal",
+    }
     assert len(priors) == 1
     assert "2019-03-01" in priors[0]
     assert "same modality (CT)" in priors[0]
 
-    # The views stream images once rendered: wait until each shows more than its background.
-    page.wait_for(
-        "[...document.querySelectorAll('.layout-grid-item img')].filter(i => i.naturalWidth > 0)"
-        ".length >= 3",
-        60,
-    )
-    time.sleep(2.0)
+    wait_for_views(page, 5)
     shot = page.screenshot(ARTIFACTS / "viewer_opened.png")
-    pixels = _png_rgb(shot)
-    rectangles = _view_rectangles(page)
+    pixels = png_rgb(shot)
+    rectangles = view_rectangles(page)
+    slice_views = slice_view_rectangles(page)
 
-    assert len(rectangles) == 3
-    for x, y, width, height in rectangles:
-        inner = pixels[
-            int(y + 0.1 * height) : int(y + 0.85 * height),
-            int(x + 0.1 * width) : int(x + 0.9 * width),
-        ]
-        assert inner.std() > 20.0, f"a view at {x:.0f},{y:.0f} shows no content"
-    current, prior = (
-        pixels[int(y) : int(y + h), int(x) : int(x + w)] for x, y, w, h in rectangles[:2]
-    )
-    assert abs(current.mean() - prior.mean()) < 10.0
+    assert len(rectangles) == 5
+    for rectangle in rectangles:
+        shown = content_fraction(pixels, rectangle)
+        assert shown > 0.01, f"the view at {rectangle[:2]} shows no content ({shown:.3f})"
+    # Current and prior show the same anatomy in the same orientation.
+    for current, prior in (("Red", "Slice4"), ("Green", "Yellow")):
+        assert (
+            abs(crop(pixels, slice_views[current]).mean() - crop(pixels, slice_views[prior]).mean())
+            < 10.0
+        )
+    # The bone view is the strip below the four slice views.
+    assert rectangles[-1][1] > max(r[1] for r in slice_views.values())
     assert page.outside_requests() == []
 
 
@@ -229,30 +181,88 @@ def test_registration_finishes_and_is_reported(page: Browser) -> None:
     )
     shift = [float(v) for v in re.findall(r"-?\d+\.\d", message)[:3]]
 
+    assert "2019-03-01" in message
     assert len(shift) == 3
     assert max(abs(v) for v in shift) < 3.0
 
 
-def test_scrolling_the_current_view_scrolls_the_registered_prior(page: Browser) -> None:
+def test_scrolling_a_current_view_scrolls_the_registered_prior_of_its_orientation(
+    page: Browser,
+) -> None:
     state = "window.trame.state"
-    start = page.evaluate(f"{state}.get('Current__SliderState__value')")
-    step = page.evaluate(f"{state}.get('Current__SliderState__step')")
-    target = round(start + 6 * step, 6)
-    page.evaluate(f"{state}.set('Current__SliderState__value', {target})")
-    followed = page.wait_for(
-        f"Math.abs({state}.get('Prior__SliderState__value') - {target}) < 0.01", 20
-    )
+    followed = {}
+    for current, prior in (("Red", "Slice4"), ("Green", "Yellow")):
+        start = page.evaluate(f"{state}.get('{current}__SliderState__value')")
+        step = page.evaluate(f"{state}.get('{current}__SliderState__step')")
+        target = round(start + 6 * step, 6)
+        page.evaluate(f"{state}.set('{current}__SliderState__value', {target})")
+        followed[prior] = page.wait_for(
+            f"Math.abs({state}.get('{prior}__SliderState__value') - {target}) < 0.01", 20
+        )
+    red = page.evaluate(f"{state}.get('Red__SliderState__value')")
 
     page.evaluate("document.querySelector('#linked-switch').click()")
     page.wait_for(f"{state}.get('linked') === false", 10)
-    page.evaluate(f"{state}.set('Current__SliderState__value', {start})")
-    page.wait_for(f"Math.abs({state}.get('Current__SliderState__value') - {start}) < 0.01", 20)
+    step = page.evaluate(f"{state}.get('Red__SliderState__step')")
+    page.evaluate(f"{state}.set('Red__SliderState__value', {red - 4 * step})")
+    page.wait_for(f"Math.abs({state}.get('Red__SliderState__value') - {red - 4 * step}) < 0.01", 20)
     time.sleep(1.0)
-    unlinked_prior = page.evaluate(f"{state}.get('Prior__SliderState__value')")
+    unlinked_prior = page.evaluate(f"{state}.get('Slice4__SliderState__value')")
     page.evaluate("document.querySelector('#linked-switch').click()")
+    page.wait_for(f"{state}.get('linked') === true", 10)
 
-    assert followed
-    assert unlinked_prior == pytest.approx(target, abs=0.01)
+    assert followed == {"Slice4": True, "Yellow": True}
+    assert unlinked_prior == pytest.approx(red, abs=0.01)
+
+
+def test_a_click_right_after_choosing_place_lands_where_it_was_made(page: Browser) -> None:
+    state = "window.trame.state"
+    red = slice_view_rectangles(page)["Red"]
+    x, y = red[0] + 0.35 * red[2], red[1] + 0.45 * red[3]
+    slice_s_mm = page.evaluate(f"{state}.get('Red__SliderState__value')")
+
+    # Choose "place" and click at once: no waiting, and no mouse move before the press.
+    click_landmark_button(page, "hip_center", "place-landmark")
+    press_and_release(page, x, y)
+    placed = page.wait_for(
+        "(() => { const r = [...document.querySelectorAll('.landmark-row')]"
+        ".find(r => r.textContent.includes('hip_center'));"
+        " return r ? r.querySelector('.landmark-ras').textContent.trim() : ''; })()",
+        30,
+    )
+    page.wait_for("document.querySelector('#placing') === null", 10)
+    time.sleep(1.5)
+    shot = page.screenshot(ARTIFACTS / "viewer_click_placed.png")
+
+    # The point lies in the axial slice shown, and is drawn where the click was made.
+    assert float(placed.split()[2]) == pytest.approx(slice_s_mm, abs=0.6)
+    pixels = png_rgb(shot)
+    around = pixels[int(y) - 15 : int(y) + 16, int(x) - 15 : int(x) + 16]
+    # The CT is grey; the glyph is coloured (yellow, or green while the pointer is on it).
+    glyph = (around.max(axis=2) - around.min(axis=2) > 120) & (around[..., 1] > 150)
+    rows, columns = np.nonzero(glyph)
+    assert glyph.sum() > 10, "no landmark glyph is drawn at the clicked position"
+    assert abs(rows.mean() - 15) < 5 and abs(columns.mean() - 15) < 5
+
+    # While placing, the page names the landmark and says the views are ready.
+    click_landmark_button(page, "ankle_center", "place-landmark")
+    banner = page.wait_for(
+        "(() => { const b = document.querySelector('#placing-label');"
+        " const r = document.querySelector('#placing-ready');"
+        " return b && r && r.dataset.ready === 'yes' ? b.textContent : ''; })()",
+        10,
+    )
+    hints = page.evaluate(
+        "[...document.querySelectorAll('.view-placing')].map(e => e.textContent.trim())"
+    )
+    page.screenshot(ARTIFACTS / "viewer_placing.png")
+    page.click_at(x + 0.2 * red[2], y)
+    page.wait_for("document.querySelector('#placing') === null", 10)
+
+    assert "ankle_center" in banner
+    assert len(hints) == 4 and all("Click to place ankle_center" in h for h in hints)
+    assert landmark_ras(page, "ankle_center")
+    assert landmark_ras(page, "hip_center") == placed
 
 
 def test_moving_a_landmark_changes_the_measurement_in_the_page(
@@ -267,24 +277,12 @@ def test_moving_a_landmark_changes_the_measurement_in_the_page(
     )
     page.evaluate("document.querySelector('#orientation-coronal').click()")
     page.set_file_input("input[type=file]", landmark_file)
-    before = page.wait_for(
-        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
-        " return c ? c.textContent.trim() : ''; })()",
-        60,
-    )
+    before = wait_for_measurement(page, "hka_deg")
     expected_before = alignment_angles_deg(LANDMARKS_RAS_MM, "right")["hka_deg"]
     assert float(before.split()[0].rstrip("°")) == pytest.approx(expected_before, abs=0.06)
 
-    page.evaluate(
-        "(() => { const row = [...document.querySelectorAll('.landmark-row')]"
-        ".find(r => r.textContent.includes('hip_center'));"
-        " row.querySelector('.move-r').click(); })()"
-    )
-    after = page.wait_for(
-        f"(() => {{ const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
-        f" const t = c ? c.textContent.trim() : ''; return t && t !== '{before}' ? t : ''; }})()",
-        30,
-    )
+    click_landmark_button(page, "hip_center", "move-r")
+    after = wait_for_measurement(page, "hka_deg", other_than=before, timeout_s=30)
     moved = dict(LANDMARKS_RAS_MM)
     moved["hip_center"] = (85.0, 187.5, -615.0)
     expected_after = alignment_angles_deg(moved, "right")["hka_deg"]
@@ -293,8 +291,7 @@ def test_moving_a_landmark_changes_the_measurement_in_the_page(
     assert expected_after != pytest.approx(expected_before, abs=0.1)
     time.sleep(2.0)
     shot = page.screenshot(ARTIFACTS / "viewer_landmarks.png")
-    x, y, width, height = (int(v) for v in _view_rectangles(page)[0])
-    current_view = _png_rgb(shot)[y : y + height, x : x + width]
+    current_view = crop(png_rgb(shot), slice_view_rectangles(page)["Red"])
     landmark_yellow = (
         (current_view[..., 0] > 200) & (current_view[..., 1] > 150) & (current_view[..., 2] < 90)
     )
@@ -317,11 +314,7 @@ def _landmark_field_text(page: Browser) -> str:
 def test_failed_and_sideless_landmark_files_are_reported_and_never_guessed(
     page: Browser, tmp_path: Path
 ) -> None:
-    hka_before = page.wait_for(
-        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
-        " return c ? c.textContent.trim() : ''; })()",
-        30,
-    )
+    hka_before = wait_for_measurement(page, "hka_deg", timeout_s=30)
     broken = tmp_path / "broken_leg.mrk.json"
     broken.write_text('{"markups": [')
     page.set_file_input("input[type=file]", broken)
@@ -341,7 +334,7 @@ def test_failed_and_sideless_landmark_files_are_reported_and_never_guessed(
     assert "broken_leg" not in _landmark_field_text(page)
     loaded = page.evaluate("document.querySelector('#landmarks-loaded-from').textContent")
     assert "leg_right.mrk.json" in loaded
-    assert _measurement(page, "hka_deg") == hka_before
+    assert measurement(page, "hka_deg") == hka_before
 
     # A valid file naming no side: the banner goes, the side is cleared, nothing is guessed.
     sideless = tmp_path / "leg.mrk.json"
@@ -357,11 +350,7 @@ def test_failed_and_sideless_landmark_files_are_reported_and_never_guessed(
 
     # The reader chooses the side: the measurements come back.
     page.evaluate("document.querySelector('#side-right').click()")
-    hka = page.wait_for(
-        "(() => { const c = document.querySelector('.measurement-value[data-key=\"hka_deg\"]');"
-        " return c ? c.textContent.trim() : ''; })()",
-        30,
-    )
+    hka = wait_for_measurement(page, "hka_deg", timeout_s=30)
     expected = alignment_angles_deg(LANDMARKS_RAS_MM, "right")["hka_deg"]
     assert float(hka.split()[0].rstrip("°")) == pytest.approx(expected, abs=0.06)
 

@@ -1,8 +1,9 @@
 """The MSK Workbench browser viewer: a trame-slicer application around one MRML scene.
 
-The page has a study search with the current study's ranked priors, the current and prior
-slice views side by side (linked, registered scrolling, bone and soft-tissue presets), a 3D
-view of the reconstructed bones, the case's landmarks and measurement table, and a button
+The page has a study search with the current study's ranked priors, the slice views the
+study's hanging protocol chooses (its layout, and the series, orientation and preset of every
+view; linked, registered scrolling), a 3D view of the reconstructed bones, the landmarks of a
+chosen measurement set (alignment, hip, Cobb) with their live measurement table, and a button
 that plans the case with progress and download links. Reading files and planning run on
 worker threads, so the event loop (and the reader's page) stays responsive. The server admits
 one reader at a time (:mod:`mskworkbench.web.single_reader`): trame shares one state among all
@@ -23,16 +24,22 @@ from trame.app import get_server
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
-from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType
 
-from MSKPriorsLib.mrml_volumes import sitk_from_volume
-from MSKPriorsLib.records import StudyRecord, shown_date
+from MSKPriorsLib.records import StudyRecord
 from mskworkbench.web import case_workflow
 from mskworkbench.web.access import AccessPolicy, install_access_control
-from mskworkbench.web.case_view import CURRENT_VIEW, PRIOR_VIEW, THREED_VIEW, CaseView
-from mskworkbench.web.case_workflow import ReadPrior
-from mskworkbench.web.page import build_page
+from mskworkbench.web.case_view import CaseView
+from mskworkbench.web.hanging_layout import (
+    EMPTY_LAYOUT,
+    layout_id,
+    page_layout,
+    slice_view_names,
+)
+from mskworkbench.web.landmark_panel import INITIAL_PANEL_STATE, LandmarkPanel
+from mskworkbench.web.page import build_page, slice_view_ui
+from mskworkbench.web.placement import ClickPlacement
 from mskworkbench.web.plan_jobs import PlanJobs
+from mskworkbench.web.prior_registration import PriorRegistration
 from mskworkbench.web.single_reader import SingleReader
 from mskworkbench.web.sources import ViewerSource
 
@@ -47,11 +54,11 @@ INITIAL_STATE: dict[str, Any] = {
     "current_study": None,
     "priors": [],
     "selected_prior": None,
-    "preset": "bone",
+    "shown_priors": [],
+    "hanging": None,
+    "view_labels": {},
+    "preset": case_workflow.PROTOCOL_PRESET,
     "linked": True,
-    "landmarks": [],
-    "measurements": [],
-    "not_measured": [],
     "status_message": "Search for a patient or study to begin.",
     "error_message": "",
     "busy": False,
@@ -59,36 +66,11 @@ INITIAL_STATE: dict[str, Any] = {
     "plan_progress": 0,
     "plan_message": "",
     "plan_downloads": [],
-    "landmark_step_mm": 5.0,
-    "orientation": "Axial",
+    "orientation": "protocol",
     "registration": "",
     "registration_message": "",
-    "side": "",
-    "landmark_upload": None,
-    "landmarks_loaded_from": "",
-    "current_view_label": "Current",
-    "prior_view_label": "Prior",
+    **INITIAL_PANEL_STATE,
 }
-
-
-def case_layout() -> Layout:
-    """Current and prior slice views side by side above the 3D view of the bones."""
-    current = ViewLayoutDefinition(
-        CURRENT_VIEW,
-        ViewType.SLICE_VIEW,
-        ViewProps(orientation="Axial", label="Current", color="#F34A33", group=0),
-    )
-    prior = ViewLayoutDefinition(
-        PRIOR_VIEW,
-        ViewType.SLICE_VIEW,
-        ViewProps(orientation="Axial", label="Prior", color="#6DAD4A", group=1),
-    )
-    threed = ViewLayoutDefinition.threed_view(name=THREED_VIEW, label="3D")
-    return Layout(
-        LayoutDirection.Vertical,
-        [Layout(LayoutDirection.Horizontal, [current, prior]), threed],
-        flex_sizes=["3", "2"],
-    )
 
 
 class ViewerApp:
@@ -120,20 +102,29 @@ class ViewerApp:
         self.server = get_server(f"mskwb-{_server_count}", client_type="vue3")
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        register_rca_factories(
+            self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_ui
+        )
         self.layout_manager = LayoutManager(
             self.slicer_app.scene, self.slicer_app.view_manager, self.server
         )
-        self.layout_manager.register_layout("case", case_layout())
-        self.layout_manager.set_layout("case")
         self.case = CaseView(self.slicer_app)
         self.workflow = case_workflow.CaseWorkflow(self.case, source)
+        self.workflow.on_layout = self.show_layout
         self.plans = PlanJobs(self.work_dir, self._on_plan_progress)
 
         self._tasks: set[asyncio.Task[Any]] = set()
         self.readers = SingleReader(self.end_session, lambda: self.server.port)
         self._init_state()
+        self.placement = ClickPlacement(
+            self.slicer_app.scene,
+            self.slicer_app.markups_logic,
+            lambda status: self.panel.on_placement_changed(status),
+        )
+        self.panel = LandmarkPanel(self.state, self.workflow, self.placement, self._report_error)
+        self.registration = PriorRegistration(self.state, self.workflow, self._report_error)
         self._bind_controller()
+        self.show_layout(EMPTY_LAYOUT, False)
         self.page = build_page(self.server, self.layout_manager)
         self.server.controller.on_server_bind.add(self._on_server_bind)
 
@@ -152,22 +143,36 @@ class ViewerApp:
         state.change("linked")(self._on_linked)
         state.change("preset")(self._on_preset)
         state.change("orientation")(self._on_orientation)
-        state.change("side")(self._on_side)
-        state.change("landmark_upload")(self._on_landmark_upload)
-        self.workflow.landmarks.on_changed(self.on_landmarks_modified)
 
     def _bind_controller(self) -> None:
         actions: dict[str, Callable[..., Any]] = {
             "search": self.search,
             "open_study": self.open_study,
             "open_prior": self.open_prior,
-            "move_landmark": self.move_landmark,
-            "place_landmark": self.place_landmark,
             "run_plan": self.run_plan,
             "reset_views": self.case.reset_views,
+            **self.panel.actions(),
         }
         for name, action in actions.items():
             self.server.trigger(name)(self._in_background(action))
+
+    def show_layout(self, layout_name: str, bones: bool) -> None:
+        """Show a hanging-protocol layout (with the bone view below it when it has none).
+
+        Layouts are registered with trame-slicer's layout manager the first time they are
+        needed; switching creates the missing views and rebuilds the page's grid of views.
+        """
+        manager = self.layout_manager
+        wanted = layout_id(layout_name, bones)
+        layout = page_layout(layout_name, bones)
+        if not manager.has_layout(wanted):
+            manager.register_layout(wanted, layout, lazy_initialization=True)
+        manager.set_layout(wanted)
+        manager.create_layout_views_if_needed(wanted)
+        for view_id in slice_view_names(layout):
+            view = self.slicer_app.view_manager.get_view(view_id)
+            self.placement.guard_view(view_id, view.interactor())
+        logger.info("page layout %s", wanted)
 
     def _in_background(self, action: Callable[..., Any]) -> Callable[..., None]:
         """Wrap a page action so that its trigger returns at once.
@@ -203,7 +208,9 @@ class ViewerApp:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(self.plans.executor, lambda: None)
+        self.placement.cancel()
         self.workflow.close_case()
+        self.show_layout(EMPTY_LAYOUT, False)
         with self.state:
             self.state.update(copy.deepcopy(INITIAL_STATE))
         logger.info("the case of the previous reader was cleared")
@@ -226,9 +233,13 @@ class ViewerApp:
             self.state.error_message = str(error)
             self.state.status_message = ""
 
-    async def search(self, *_: Any) -> None:
-        """Search the source for studies matching the search text."""
-        text = str(self.state.search_text or "")
+    async def search(self, text: str | None = None, *_: Any) -> None:
+        """Search the source for studies matching the search text.
+
+        The page sends the text with the trigger: its copy of the state may reach the server
+        after the trigger when the reader presses Enter right after typing.
+        """
+        text = str((self.state.search_text if text is None else text) or "")
         try:
             found = await self._run_blocking("Searching...", lambda: self.source.search(text))
         except Exception as error:  # the source's own message is the one to show
@@ -239,71 +250,49 @@ class ViewerApp:
             self.state.status_message = f"{len(found)} studies found."
 
     async def open_study(self, study_uid: str) -> None:
-        """Open a study as the current one, with its best-ranked prior beside it."""
+        """Open a study and hang it with its priors as its hanging protocol says."""
         try:
             opened = await self._run_blocking(
                 "Retrieving and reading the study and its priors...",
                 lambda: self.workflow.read_study_with_priors(study_uid),
             )
+            self.placement.cancel()
             self.workflow.show(opened)
         except Exception as error:
             self._report_error(error)
             return
         self._publish_case(opened.study, opened.warnings)
-        if opened.prior is not None and self.workflow.should_register:
-            await self._register(opened.prior)
+        await self.registration.run()
 
     async def open_prior(self, study_uid: str) -> None:
-        """Show another of the ranked priors beside the current study."""
+        """Hang a chosen ranked prior first, as the hanging protocol hangs it."""
+        loaded = set(self.workflow.series)
         try:
-            read = await self._run_blocking(
-                "Reading and registering the prior...",
-                lambda: self.workflow.read_prior(study_uid),
+            hanging = await self._run_blocking(
+                "Reading the prior...",
+                lambda: self.workflow.read_with_prior_first(study_uid, loaded),
             )
-            self.workflow.show_prior(read)
-            self.workflow.apply_preset(str(self.state.preset))
+            self.workflow.show_hanging(hanging)
         except Exception as error:
             self._report_error(error)
             return
         with self.state:
-            self.state.selected_prior = study_uid
-            self._publish_view_labels()
+            self._publish_hanging()
             self.state.status_message = "Prior shown beside the current study."
-        if self.workflow.should_register:
-            await self._register(read)
+        await self.registration.run()
 
-    async def _register(self, prior: ReadPrior) -> None:
-        """Register a shown prior on a worker thread; the views stay usable meanwhile."""
-        current = self.case.current
-        if current is None:
-            return
-        image = sitk_from_volume(current)
-        with self.state:
-            self.state.registration = "running"
-            self.state.registration_message = "Registering the prior to the current study..."
-        try:
-            await asyncio.to_thread(self.workflow.register, image, prior)
-        except Exception as error:
-            self._report_error(error)
-            with self.state:
-                self.state.registration = "failed"
-            return
-        if self.workflow.apply_registration(prior):
-            shift_mm = prior.registration.get("translation_lps_mm", [0.0, 0.0, 0.0])
-            with self.state:
-                self.state.registration = "done"
-                self.state.registration_message = (
-                    "Prior registered (rigid, mutual information; translation "
-                    + ", ".join(f"{v:.1f}" for v in shift_mm)
-                    + " mm LPS)."
-                )
+    def _publish_hanging(self) -> None:
+        """Name the hanging protocol, the shown priors and every view's content in the page."""
+        self.state.hanging = self.workflow.hanging_row()
+        self.state.shown_priors = self.workflow.shown_prior_uids
+        self.state.selected_prior = next(iter(self.workflow.shown_prior_uids), None)
+        self.state.view_labels = self.workflow.view_labels()
 
     def _publish_case(self, study: StudyRecord, warnings: list[str]) -> None:
         with self.state:
             self.state.current_study = case_workflow.study_row(study)
             self.state.priors = self.workflow.prior_rows()
-            self.state.selected_prior = self.workflow.shown_prior_uid
-            self._publish_view_labels()
+            self._publish_hanging()
             self.state.plan_downloads = []
             self.state.plan_progress = 0
             self.state.plan_message = ""
@@ -312,104 +301,25 @@ class ViewerApp:
             self.state.side = ""
             self.state.landmarks_loaded_from = ""
             self.state.landmark_upload = None
-            self.state.orientation = self.workflow.hung_orientation()
-            self.state.status_message = " ".join(["Study opened.", *warnings])
-            self._publish_measurements()
-        self._on_preset(self.state.preset)
-
-    def _publish_view_labels(self) -> None:
-        """Name the two slice views by role and study date, as the page shows above them."""
-        current = self.workflow.current_study
-        self.state.current_view_label = (
-            f"Current {shown_date(current.study_date)}" if current is not None else "Current"
-        )
-        shown = [
-            p for p in self.workflow.priors if p.study.study_uid == self.workflow.shown_prior_uid
-        ]
-        self.state.prior_view_label = (
-            f"Prior {shown_date(shown[0].study.study_date)}" if shown else "Prior (none shown)"
-        )
-
-    def _publish_measurements(self) -> None:
-        self.state.landmarks = self.workflow.landmark_rows()
-        table = self.workflow.measurement_rows()
-        self.state.measurements = table["rows"]
-        # Why a measurement is missing matters only once the reader has loaded or placed
-        # landmarks; before that every measurement is missing for the same obvious reason.
-        started = bool(self.workflow.landmarks.nodes)
-        self.state.not_measured = table["not_measured"] if started else []
-
-    def on_landmarks_modified(self) -> None:
-        """Refresh the landmark and measurement panels after a landmark moved."""
-        with self.state:
-            self._publish_measurements()
-
-    def move_landmark(self, label: str, axis: int, step_mm: float) -> None:
-        """Move one landmark by ``step_mm`` along RAS axis ``axis`` (0 R, 1 A, 2 S)."""
-        try:
-            self.workflow.move_landmark(label, int(axis), float(step_mm))
-        except (KeyError, ValueError) as error:
-            self._report_error(error)
-
-    def place_landmark(self, label: str) -> None:
-        """Let the next click in a slice view place (or re-place) the named landmark."""
-        try:
-            self.workflow.start_placing(label)
-        except (KeyError, RuntimeError) as error:
-            self._report_error(error)
-            return
-        with self.state:
-            self.state.status_message = f"Click in a slice view to place {label}."
+            self.state.orientation = "protocol"
+            self.state.preset = case_workflow.PROTOCOL_PRESET
+            self.state.placing = None
+            hanging = self.workflow.hanging
+            shown = f"Study opened with hanging protocol {hanging.rule}." if hanging else ""
+            self.state.status_message = " ".join([shown or "Study opened.", *warnings])
+            self.panel.publish()
 
     def _on_linked(self, linked: bool, **_: Any) -> None:
         self.case.set_linked(bool(linked))
 
     def _on_orientation(self, orientation: str, **_: Any) -> None:
-        self.case.set_orientation(str(orientation))
-
-    def _on_side(self, side: str | None, **_: Any) -> None:
         try:
-            self.workflow.landmarks.set_side(str(side or ""))
+            self.case.set_orientation("" if orientation == "protocol" else str(orientation))
         except ValueError as error:
             self._report_error(error)
-
-    def _on_landmark_upload(self, landmark_upload: Any, **_: Any) -> None:
-        """Load landmarks from a Slicer markups JSON file chosen in the page.
-
-        A file that fails leaves the landmarks as they were; the field is emptied and the
-        banner names the file and the reason, so the page never shows a failed file's name
-        beside landmarks that came from another file. A file naming no side clears the side,
-        so the reader must choose it (as ``mskwb measure`` refuses to guess one).
-        """
-        files = landmark_upload if isinstance(landmark_upload, list) else [landmark_upload]
-        for item in files:
-            if not item:
-                continue
-            name = str(item.get("name", "")) if isinstance(item, dict) else ""
-            try:
-                side = self.workflow.import_landmarks(name, item["content"])
-            except (KeyError, TypeError, ValueError, RuntimeError) as error:
-                kept = (
-                    " The landmarks shown are unchanged." if self.workflow.landmarks.nodes else ""
-                )
-                reason = str(error).rstrip(".") or type(error).__name__
-                self._report_error(
-                    ValueError(f"Landmarks not loaded from {name or 'the file'}: {reason}.{kept}")
-                )
-                with self.state:
-                    self.state.landmark_upload = None
-                return
-            with self.state:
-                self.state.error_message = ""
-                self.state.side = side
-                self.state.landmarks_loaded_from = name
-                message = f"Landmarks loaded from {name or 'the file'}"
-                if side:
-                    message += f" ({side} side)."
-                else:
-                    message += "; the file names no side: choose Left or Right to measure."
-                self.state.status_message = message
-                self._publish_measurements()
+            return
+        with self.state:
+            self.state.view_labels = self.workflow.view_labels()
 
     def _on_preset(self, preset: str, **_: Any) -> None:
         try:

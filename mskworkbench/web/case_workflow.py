@@ -1,24 +1,26 @@
 """The viewer's case workflow: open a study with its ranked priors, hang, register, show bones.
 
 Retrieval, reading, registration and bone contouring run on a worker thread and return plain
-objects (:class:`OpenedCase`); :meth:`CaseWorkflow.show` then puts them into the scene on the
-event-loop thread. Prior ranking, hanging protocols, series reading, presets, registration,
-reconstruction and measurements all come from the module libraries.
+objects (:class:`OpenedCase`, :class:`~mskworkbench.web.hanging_read.HangingRead`);
+:meth:`CaseWorkflow.show` then puts them into the scene on the event-loop thread. The hanging
+protocol chosen for the study decides the layout and what every slice view shows. Prior
+ranking, hanging protocols, series reading, presets, registration, reconstruction and
+measurements all come from the module libraries.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from MSKPlannerLib.landmarks import read_markups_json, write_markups_json
-from MSKPriorsLib.display_presets import apply_preset, default_preset_for
-from MSKPriorsLib.hanging_protocols import HangingPlan, load_rules, plan_hanging
+from MSKPlannerLib.landmarks import write_markups_json
+from MSKPriorsLib.display_presets import apply_preset
+from MSKPriorsLib.hanging_protocols import HangingPlan, load_rules
 from MSKPriorsLib.pixel_data_series import DicomSeriesVolume, read_dicom_series
 from MSKPriorsLib.prior_discovery import PriorSearch, RankedPrior, discover_priors
 from MSKPriorsLib.records import SeriesRecord, StudyRecord, shown_date
@@ -26,84 +28,67 @@ from MSKPriorsLib.registration import register_rigid
 from MSKPriorsLib.series_loader import add_series_volume
 from mskworkbench.web import bones, measurements
 from mskworkbench.web.case_view import CaseView
+from mskworkbench.web.hanging_read import (
+    HangingRead,
+    ReadSeries,
+    hung_views,
+    plan_for,
+    priors_first,
+    read_hanging,
+    view_labels,
+)
+from mskworkbench.web.landmark_files import import_markups
+from mskworkbench.web.landmark_sets import calibration_of
 from mskworkbench.web.sources import ViewerSource
+from mskworkbench.web.study_rows import (
+    PAGE_PRESETS,
+    PROTOCOL_PRESET,
+    preset_for,
+    shown_person_name,
+    study_row,
+)
+
+__all__ = [
+    "MODALITY_ATTRIBUTE",
+    "PAGE_PRESETS",
+    "PROTOCOL_PRESET",
+    "CaseWorkflow",
+    "OpenedCase",
+    "preset_for",
+    "shown_person_name",
+    "study_row",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Node attribute holding the DICOM modality of a volume the viewer loaded.
 MODALITY_ATTRIBUTE = "MSKWB.Modality"
 
-#: The page's two preset buttons -> the display preset for each modality.
-PAGE_PRESETS = {
-    "bone": {"CT": "ct-bone"},
-    "soft_tissue": {"CT": "ct-soft-tissue"},
-}
-
-
-def shown_person_name(dicom_name: str) -> str:
-    """A DICOM person name (PN, ``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``) as ``FAMILY, Given``.
-
-    Only the alphabetic group (before any ``=``) is shown; empty components are dropped.
-    """
-    alphabetic = dicom_name.split("=", 1)[0]
-    parts = [part.strip() for part in alphabetic.split("^")]
-    parts += [""] * (5 - len(parts))
-    family, given, middle, prefix, suffix = parts[:5]
-    first = " ".join(p for p in (prefix, given, middle) if p)
-    shown = ", ".join(p for p in (family, first) if p)
-    return f"{shown}, {suffix}" if suffix and shown else shown or suffix
-
-
-def study_row(study: StudyRecord) -> dict[str, Any]:
-    """A study as the page lists it, with who it belongs to in words a reader can check."""
-    patient = study.patient
-    name = shown_person_name(patient.name) or "(no name)"
-    birth = shown_date(patient.birth_date, "")
-    born = f"born {birth}" if birth else "no birth date"
-    patient_id = patient.patient_id.strip() or "(no patient ID)"
-    return {
-        "study_uid": study.study_uid,
-        "patient_id": patient.patient_id,
-        "patient_name": name,
-        "birth_date": birth,
-        "patient_label": f"{name} · {born} · ID {patient_id}",
-        "date": shown_date(study.study_date),
-        "description": study.description,
-        "modalities": ", ".join(study.modalities),
-        "source": study.source,
-    }
-
-
-def preset_for(page_preset: str, modality: str) -> str:
-    """The display preset behind a page preset button for a modality.
-
-    MR and radiograph intensities are not calibrated, so both buttons use their automatic
-    window there.
-    """
-    if page_preset not in PAGE_PRESETS:
-        raise KeyError(f"unknown display preset {page_preset!r}")
-    return PAGE_PRESETS[page_preset].get(modality.upper(), default_preset_for(modality))
-
-
-@dataclass
-class ReadPrior:
-    """A prior read from its source, with its registration to the current volume."""
-
-    study_uid: str
-    volume: DicomSeriesVolume
-    current_to_prior_ras: Any = None
-    registration: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass
 class OpenedCase:
-    """A study read from its source, with its best prior, ready to be shown."""
+    """A study read from its source with what its hanging protocol shows, ready to be shown.
+
+    Attributes
+    ----------
+    study
+        The current study.
+    priors
+        The prior search (ranked priors and their series).
+    hanging
+        The hanging plan and the series read for it.
+    current
+        The reference series of the current study (landmarks, bones and registration).
+    surfaces
+        Bone surfaces of the reference series (CT only).
+    warnings
+        Everything the reader must know, in plain sentences.
+    """
 
     study: StudyRecord
-    current: DicomSeriesVolume
     priors: PriorSearch
-    hanging: HangingPlan | None = None
-    prior: ReadPrior | None = None
+    hanging: HangingRead
+    current: ReadSeries
     surfaces: list[bones.BoneSurface] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -117,6 +102,12 @@ class CaseWorkflow:
         The scene-side view of the case.
     source
         Archive or PACS the studies come from.
+
+    Attributes
+    ----------
+    on_layout
+        Called with a hanging-protocol layout name and whether the case has 3D bones, before
+        the views of a hanging are filled; the application switches the page layout there.
     """
 
     def __init__(self, case: CaseView, source: ViewerSource) -> None:
@@ -125,37 +116,41 @@ class CaseWorkflow:
         self.rules = load_rules()
         self.prior_search: PriorSearch | None = None
         self.hanging: HangingPlan | None = None
-        self.shown_prior_uid = ""
+        self.series: dict[str, ReadSeries] = {}
+        self.reference_uid = ""
         self.current_study: StudyRecord | None = None
         self.current_modality = ""
+        self.has_bones = False
+        self.page_preset = PROTOCOL_PRESET
         self.landmarks = measurements.LiveLandmarks(case.context)
+        self.on_layout: Callable[[str, bool], None] = lambda _layout, _bones: None
 
     # -- worker thread ------------------------------------------------------------------
 
     def _read(self, series: SeriesRecord) -> DicomSeriesVolume:
         return read_dicom_series(self.source.series_files(series), series.series_uid)
 
-    def _series(self, study_uid: str, wanted: str, modality: str = "") -> SeriesRecord:
+    def _largest_series(self, study_uid: str) -> SeriesRecord:
         found = self.source.search_series(study_uid)
-        for series in found:
-            if series.series_uid == wanted:
-                return series
-        images = [s for s in found if not modality or s.modality == modality] or found
-        if not images:
+        if not found:
             raise ValueError(f"study {study_uid} has no series to show")
-        return max(images, key=lambda s: s.number_of_instances)
+        return max(found, key=lambda s: s.number_of_instances)
 
     def read_study_with_priors(self, study_uid: str) -> OpenedCase:
-        """Find, retrieve and read a study, its best prior and its bones (worker thread)."""
+        """Find and read a study, what its hanging protocol shows, and its bones (worker)."""
         study = self.source.study(study_uid)
         search = discover_priors(study, [self.source])
-        priors = [(p.study, list(p.series)) for p in search.priors]
-        hanging = plan_hanging(self.rules, search.current, list(search.current_series), priors)
-        by_role = {a.role: a for a in reversed(hanging.assignments)}
-        current_uid = by_role["current"].series_uid if "current" in by_role else ""
-        current = self._read(self._series(study_uid, current_uid))
-        opened = OpenedCase(study=search.current, current=current, priors=search, hanging=hanging)
-        opened.warnings += [w.message for w in current.warnings]
+        plan = plan_for(self.rules, search, search.priors)
+        hanging = read_hanging(self.source, search, plan, self._read)
+        currents = [a.series_uid for a in plan.assignments if a.role == "current"]
+        if currents:
+            reference = hanging.read[currents[0]]
+        else:
+            series = self._largest_series(study_uid)
+            reference = ReadSeries(study_uid, series.series_uid, "current", self._read(series))
+        opened = OpenedCase(search.current, search, hanging, reference)
+        opened.warnings += [w.message for w in reference.volume.warnings]
+        opened.warnings += [f"{view}: {why}." for view, why in plan.unfilled.items()]
         if search.reason:
             opened.warnings.append(search.reason)
         if search.rejected:
@@ -163,29 +158,34 @@ class CaseWorkflow:
                 f"{len(search.rejected)} studies under the same PatientID are not offered as "
                 "priors: their patient identity does not match."
             )
-        prior_assignment = by_role.get("prior")
-        if prior_assignment is not None:
-            series = self._series(
-                prior_assignment.study_uid, prior_assignment.series_uid, current.modality
-            )
-            opened.prior = ReadPrior(prior_assignment.study_uid, self._read(series))
-        opened.surfaces, bone_warnings = bones.reconstruct(current.image, current.modality)
+        opened.surfaces, bone_warnings = bones.reconstruct(
+            reference.volume.image, reference.volume.modality
+        )
         opened.warnings += bone_warnings
         return opened
 
-    def read_prior(self, study_uid: str) -> ReadPrior:
-        """Read another ranked prior of the open case (worker thread)."""
-        if study_uid not in {p.study.study_uid for p in self.priors}:
-            raise KeyError(f"study {study_uid} is not a ranked prior of the open case")
-        volume = self._read(self._series(study_uid, "", self.current_modality))
-        return ReadPrior(study_uid, volume)
+    def read_with_prior_first(self, study_uid: str, loaded: set[str]) -> HangingRead:
+        """Plan the hanging again with a chosen ranked prior first, and read it (worker).
 
-    def register(self, current_image: Any, prior: ReadPrior) -> ReadPrior:
+        Parameters
+        ----------
+        study_uid
+            The prior the reader chose.
+        loaded
+            SeriesInstanceUIDs already in the scene (taken on the event-loop thread).
+        """
+        if self.prior_search is None:
+            raise ValueError("open a study before choosing a prior")
+        search = self.prior_search
+        plan = plan_for(self.rules, search, priors_first(search, study_uid))
+        return read_hanging(self.source, search, plan, self._read, loaded)
+
+    def register(self, current_image: Any, prior: ReadSeries) -> ReadSeries:
         """Rigidly register a read prior to the current image (worker thread; seconds)."""
         result = register_rigid(current_image, prior.volume.image)
         prior.current_to_prior_ras = result.matrix_ras()
         prior.registration = result.to_dict()
-        logger.info("prior %s registered in %.1f s", prior.study_uid, result.elapsed_s)
+        logger.info("prior series %s registered in %.1f s", prior.series_uid, result.elapsed_s)
         return prior
 
     @property
@@ -201,23 +201,72 @@ class CaseWorkflow:
         return list(self.prior_search.priors) if self.prior_search else []
 
     def show(self, opened: OpenedCase) -> None:
-        """Put a read case into the scene and the views (event-loop thread)."""
-        self.case.clear()
+        """Put a read case into the scene and hang it (event-loop thread)."""
+        self.close_case()
         self.prior_search = opened.priors
-        self.hanging = opened.hanging
         self.current_study = opened.study
-        self.current_modality = opened.current.modality
-        loaded = add_series_volume(self.case.context, opened.current)
-        loaded.volume_node.SetAttribute(MODALITY_ATTRIBUTE, opened.current.modality)
-        self.case.show_current(loaded.volume_node)
-        self.shown_prior_uid = ""
-        if opened.prior is not None:
-            self.show_prior(opened.prior)
-        if opened.hanging is not None:
-            self.case.set_linked(opened.hanging.link)
+        self.current_modality = opened.current.volume.modality
+        self.reference_uid = opened.current.series_uid
+        self.has_bones = bool(opened.surfaces)
+        self.page_preset = PROTOCOL_PRESET
+        self.case.add_current(self.reference_uid, self._add_node(opened.current))
+        self.series[self.reference_uid] = opened.current
+        self.show_hanging(opened.hanging)
+        if opened.hanging.plan is not None:
+            self.case.set_linked(opened.hanging.plan.link)
         bones.show(self.case, opened.surfaces)
-        self.landmarks.attach(opened.current.series_uid)
+        self.landmarks.attach(self.reference_uid, calibration_of(opened.current.volume))
         self.case.reset_views()
+
+    def _add_node(self, read: ReadSeries) -> Any:
+        loaded = add_series_volume(self.case.context, read.volume)
+        loaded.volume_node.SetAttribute(MODALITY_ATTRIBUTE, read.volume.modality)
+        return loaded.volume_node
+
+    def show_hanging(self, hanging: HangingRead) -> None:
+        """Switch to the plan's layout and fill its views (event-loop thread).
+
+        Series read for the plan are added (priors under their registration, when known);
+        series no longer shown are removed, except the current reference series.
+        """
+        plan = hanging.plan
+        wanted = {a.series_uid for a in plan.assignments} | {self.reference_uid}
+        for uid in [uid for uid in self.series if uid not in wanted]:
+            self.case.remove_volume(uid)
+            del self.series[uid]
+        for uid, read in hanging.read.items():
+            if uid in self.series:
+                continue
+            self.series[uid] = read
+            node = self._add_node(read)
+            if read.role == "prior":
+                matrix = read.current_to_prior_ras
+                self.case.add_prior(uid, node, None if matrix is None else np.asarray(matrix))
+            else:
+                self.case.add_volume(uid, node)
+        self.hanging = plan
+        self.on_layout(plan.layout, self.has_bones)
+        self.case.hang(hung_views(plan))
+        self.apply_preset(self.page_preset)
+
+    @property
+    def shown_prior_uids(self) -> list[str]:
+        """StudyInstanceUIDs of the priors the hanging shows, most relevant first."""
+        if self.hanging is None:
+            return []
+        uids = [a.study_uid for a in self.hanging.assignments if a.role == "prior"]
+        return list(dict.fromkeys(uids))
+
+    def priors_to_register(self) -> list[ReadSeries]:
+        """The shown prior series not registered yet, when the protocol asks for registration."""
+        if self.hanging is None or not self.should_register:
+            return []
+        shown = {a.series_uid for a in self.hanging.assignments if a.role == "prior"}
+        return [
+            read
+            for uid, read in self.series.items()
+            if uid in shown and read.role == "prior" and read.current_to_prior_ras is None
+        ]
 
     def close_case(self) -> None:
         """Remove the open case from the scene and forget it (event-loop thread)."""
@@ -228,35 +277,44 @@ class CaseWorkflow:
         self.case.clear()
         self.prior_search = None
         self.hanging = None
-        self.shown_prior_uid = ""
+        self.series = {}
+        self.reference_uid = ""
         self.current_study = None
         self.current_modality = ""
+        self.has_bones = False
 
-    def apply_registration(self, read: ReadPrior) -> bool:
-        """Put a finished registration on the shown prior; False when another prior is shown."""
-        if read.study_uid != self.shown_prior_uid or read.current_to_prior_ras is None:
+    def apply_registration(self, read: ReadSeries) -> bool:
+        """Put a finished registration on a prior; False when the series is no longer shown."""
+        if read.current_to_prior_ras is None or read.series_uid not in self.case.transforms:
             return False
-        self.case.set_prior_registration(np.asarray(read.current_to_prior_ras))
+        self.case.set_prior_registration(read.series_uid, np.asarray(read.current_to_prior_ras))
         return True
 
-    def show_prior(self, read: ReadPrior) -> None:
-        """Show a read prior beside the current volume (in the scanner frame until registered)."""
-        for node in (self.case.prior, self.case.prior_transform):
-            if node is not None:
-                self.case.scene.RemoveNode(node)
-        loaded = add_series_volume(self.case.context, read.volume)
-        loaded.volume_node.SetAttribute(MODALITY_ATTRIBUTE, read.volume.modality)
-        matrix = read.current_to_prior_ras
-        self.case.show_prior(loaded.volume_node, None if matrix is None else np.asarray(matrix))
-        self.shown_prior_uid = read.study_uid
+    def study_date(self, study_uid: str) -> str:
+        """The date of the current study or a ranked prior, as the page shows dates."""
+        studies = [self.current_study, *(p.study for p in self.priors)]
+        dates = [s.study_date for s in studies if s is not None and s.study_uid == study_uid]
+        return shown_date(dates[0], "") if dates else ""
 
-    def hung_orientation(self) -> str:
-        """Slice orientation the hanging protocol gives the current study (Axial by default)."""
-        if self.hanging is not None:
-            for assignment in self.hanging.assignments:
-                if assignment.role == "current" and assignment.orientation:
-                    return assignment.orientation
-        return "Axial"
+    def view_labels(self) -> dict[str, str]:
+        """Slice view name -> the label the page shows on it."""
+        if self.hanging is None or self.prior_search is None:
+            return {}
+        flat = [uid for uid, read in self.series.items() if read.volume.image.GetDepth() <= 1]
+        return view_labels(self.hanging, self.prior_search, self.case.orientation_override, flat)
+
+    def hanging_row(self) -> dict[str, Any] | None:
+        """The chosen hanging protocol as the page names it; None without an open case."""
+        if self.hanging is None:
+            return None
+        rule = next((r for r in self.rules if r.name == self.hanging.rule), None)
+        return {
+            "name": self.hanging.rule,
+            "description": rule.description if rule is not None else "",
+            "layout": self.hanging.layout,
+            "views": len(self.hanging.assignments),
+            "unfilled": [f"{view}: {why}" for view, why in self.hanging.unfilled.items()],
+        }
 
     def prior_rows(self) -> list[dict[str, Any]]:
         """The ranked priors as the page lists them, each with its reasons."""
@@ -268,58 +326,42 @@ class CaseWorkflow:
         return rows
 
     def apply_preset(self, page_preset: str) -> None:
-        """Apply the bone or soft-tissue preset to the current and prior volumes."""
-        for node in (self.case.current, self.case.prior):
-            if node is not None:
-                modality = node.GetAttribute(MODALITY_ATTRIBUTE) or ""
-                apply_preset(node, preset_for(page_preset, modality))
+        """Apply the protocol's presets, or the bone or soft-tissue preset, to every volume."""
+        if page_preset != PROTOCOL_PRESET:
+            preset_for(page_preset, "CT")  # refuses an unknown page preset first
+        self.page_preset = page_preset
+        if page_preset == PROTOCOL_PRESET and self.hanging is not None:
+            for assignment in self.hanging.assignments:
+                node = self.case.volumes.get(assignment.series_uid)
+                if node is not None:
+                    apply_preset(node, assignment.preset)
+            return
+        for node in self.case.volumes.values():
+            modality = node.GetAttribute(MODALITY_ATTRIBUTE) or ""
+            apply_preset(node, preset_for(page_preset, modality))
 
     def landmark_rows(self) -> list[dict[str, Any]]:
-        """The case's landmarks (label and RAS mm) for the page."""
+        """The chosen measurement set's landmarks (label and RAS mm) for the page."""
         return self.landmarks.rows()
 
     def measurement_rows(self) -> dict[str, Any]:
         """The case's measurement table for the page."""
         return self.landmarks.table_rows()
 
-    def move_landmark(self, label: str, axis: int, step_mm: float) -> None:
-        """Move one landmark along a RAS axis; the measurements follow."""
-        self.landmarks.move(label, axis, step_mm)
-
-    def start_placing(self, label: str) -> None:
-        """Make the next click in a slice view place the named landmark."""
-        self.landmarks.start_placing(self.case.slicer_app, label)
+    def move_landmark(self, label: str, axis: int, step_mm: float, point_index: int = 0) -> None:
+        """Move one landmark (or one end of a line) along a RAS axis; the measurements follow."""
+        self.landmarks.move(label, axis, step_mm, point_index)
 
     def import_landmarks(self, file_name: str, content: bytes) -> str:
         """Place the landmarks of a Slicer markups JSON file; return the side it names.
 
-        Only the labels of the measurement table are taken; positions are world RAS mm. The
-        landmarks' side becomes the file's (empty when the file names none, so the reader must
-        choose it before the sided measurements are made).
-
-        Raises
-        ------
-        ValueError
-            When no study is open, or the file is not markups JSON or holds none of the labels.
+        See :func:`~mskworkbench.web.landmark_files.import_markups`.
         """
         if self.case.current is None:
             raise ValueError("open a study before loading landmarks")
-        with tempfile.TemporaryDirectory(prefix="mskwb-landmarks-") as folder:
-            path = Path(folder) / (Path(file_name).name or "landmarks.mrk.json")
-            path.write_bytes(content)
-            try:
-                found = read_markups_json(path)
-            except ValueError as error:  # name the file as the reader chose it
-                raise ValueError(str(error).replace(str(path), path.name)) from error
-        wanted = {k: v for k, v in found.points_ras_mm.items() if k in measurements.LANDMARK_LABELS}
-        if not wanted:
-            raise ValueError(f"{file_name} holds none of the landmarks of the measurement table")
-        # The side belongs to the file: one that names none must not keep the previous file's.
-        self.landmarks.set_side(found.side or "")
-        for label, position in wanted.items():
-            self.landmarks.set_position(label, position)
-        self.case.jump_to(np.mean(list(wanted.values()), axis=0))
-        return found.side or ""
+        found = import_markups(self.landmarks, file_name, content)
+        self.case.jump_to(found)
+        return self.landmarks.side
 
     def plan_inputs(self, folder: Path) -> dict[str, Any]:
         """What the plan of the open case needs; the landmarks are written to ``folder``."""
@@ -327,9 +369,12 @@ class CaseWorkflow:
             raise ValueError("open a study before planning it")
         landmark_files = []
         points = self.landmarks.positions_ras_mm()
-        if points:
+        lines = self.landmarks.lines_ras_mm()
+        if points or lines:
             path = folder / f"landmarks_{self.landmarks.side or 'unsided'}.mrk.json"
-            write_markups_json(path, points, name="Landmarks", description=self.landmarks.side)
+            write_markups_json(
+                path, points, lines, name="Landmarks", description=self.landmarks.side
+            )
             landmark_files.append(path)
         return {
             "study": self.current_study,

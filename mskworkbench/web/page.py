@@ -1,7 +1,8 @@
 """The viewer page: search and priors on the left, views in the middle, measurements on the right.
 
 Only widgets live here; every action calls a controller method of the viewer application.
-Element ids (``id=...``) name the parts a browser test reads or clicks.
+Element ids (``id=...``) name the parts a browser test reads or clicks; each slice view
+carries its label and, while a landmark is being placed, says so (:func:`slice_view_ui`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import Any
 from trame.ui.vuetify3 import VAppLayout
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
+from trame_slicer.app.logic import connect_slice_view_slider_to_state
+from trame_slicer.app.ui.slider import Slider
 
-
-def _data_attribute(name: str, expression: str) -> dict[str, Any]:
-    """Keyword arguments binding the HTML attribute ``data-<name>`` to a JavaScript expression."""
-    return {"__properties": [(f"data_{name}", f"data-{name}")], f"data_{name}": (expression,)}
+from mskworkbench.web.hanging_layout import VIEW_COLORS
+from mskworkbench.web.measurement_panel import data_attribute, measurement_panel
 
 
 def _search_panel() -> None:
@@ -29,7 +30,7 @@ def _search_panel() -> None:
                 density="compact",
                 hide_details=True,
                 clearable=True,
-                keyup_enter="trigger('search')",
+                keyup_enter="trigger('search', [search_text])",
             )
             v3.VBtn(
                 "Search",
@@ -38,7 +39,7 @@ def _search_panel() -> None:
                 size="small",
                 classes="mt-2",
                 color="primary",
-                click="trigger('search')",
+                click="trigger('search', [search_text])",
                 disabled=("busy",),
             )
         with (
@@ -72,6 +73,19 @@ def _priors_panel() -> None:
                 id="current-study",
                 classes="text-body-2 mb-2",
             )
+            with html.Div(id="hanging-protocol", classes="text-body-2 mb-2", v_if=("hanging",)):
+                html.Div(
+                    "Hanging protocol: {{ hanging.name }} · layout {{ hanging.layout }} · "
+                    "{{ hanging.views }} slice view{{ hanging.views === 1 ? '' : 's' }}",
+                    id="hanging-protocol-name",
+                )
+                html.Div("{{ hanging.description }}", classes="text-caption")
+                html.Div(
+                    "{{ reason }}",
+                    v_for="reason in hanging.unfilled",
+                    key="reason",
+                    classes="text-caption text-warning",
+                )
             html.Div("No prior of this patient was found.", v_if=("priors.length === 0",))
             with html.Div(classes="text-caption d-flex align-center", id="registration-message"):
                 v3.VProgressCircular(
@@ -88,7 +102,8 @@ def _priors_panel() -> None:
                 v_for="prior in priors",
                 key="prior.study_uid",
                 click="trigger('open_prior', [prior.study_uid])",
-                active=("prior.study_uid === selected_prior",),
+                active=("shown_priors.includes(prior.study_uid)",),
+                disabled=("busy",),
                 classes="prior-item",
             ),
         ):
@@ -103,6 +118,7 @@ def _display_panel() -> None:
             with v3.VBtnToggle(
                 v_model=("preset",), mandatory=True, density="compact", id="preset-toggle"
             ):
+                v3.VBtn("Protocol", value="protocol", size="small", id="preset-protocol")
                 v3.VBtn("Bone", value="bone", size="small", id="preset-bone")
                 v3.VBtn("Soft tissue", value="soft_tissue", size="small", id="preset-soft")
             with v3.VBtnToggle(
@@ -112,8 +128,9 @@ def _display_panel() -> None:
                 classes="mt-2",
                 id="orientation-toggle",
             ):
+                v3.VBtn("Protocol", value="protocol", size="x-small", id="orientation-protocol")
                 for name in ("Axial", "Coronal", "Sagittal"):
-                    v3.VBtn(name, value=name, size="small", id=f"orientation-{name.lower()}")
+                    v3.VBtn(name, value=name, size="x-small", id=f"orientation-{name.lower()}")
             v3.VSwitch(
                 v_model=("linked",),
                 label="Linked, registered scrolling",
@@ -130,74 +147,6 @@ def _display_panel() -> None:
                 click="trigger('reset_views')",
                 id="reset-views",
             )
-
-
-def _measurement_panel() -> None:
-    with v3.VCard(variant="flat", classes="mb-2", v_if=("current_study",)):
-        v3.VCardTitle("Measurements", classes="text-subtitle-1")
-        with (
-            v3.VCardText(classes="pb-0"),
-            v3.VBtnToggle(v_model=("side",), density="compact", id="side-toggle"),
-        ):
-            v3.VBtn("Left", value="left", size="small", id="side-left")
-            v3.VBtn("Right", value="right", size="small", id="side-right")
-        with (
-            v3.VTable(density="compact", id="measurement-table"),
-            html.Tbody(),
-            html.Tr(v_for="row in measurements", key="row.key", classes="measurement-row"),
-        ):
-            html.Td("{{ row.label }}")
-            html.Td(
-                "{{ row.value }} {{ row.uncertainty }}",
-                classes="measurement-value",
-                **_data_attribute("key", "row.key"),
-            )
-        with html.Div(classes="px-4 text-caption text-medium-emphasis", id="not-measured"):
-            html.Div("{{ reason }}", v_for="reason in not_measured", key="reason")
-        v3.VCardTitle("Landmarks (RAS mm)", classes="text-subtitle-2")
-        with v3.VCardText(classes="py-0"):
-            v3.VFileInput(
-                v_model=("landmark_upload",),
-                label="Load landmarks (.mrk.json)",
-                accept=".json",
-                density="compact",
-                hide_details=True,
-                prepend_icon="mdi-map-marker-plus",
-                id="landmark-file",
-            )
-            html.Div(
-                "Loaded: {{ landmarks_loaded_from }}",
-                v_if=("landmarks_loaded_from",),
-                id="landmarks-loaded-from",
-                classes="text-caption text-medium-emphasis",
-            )
-        with (
-            v3.VTable(density="compact", id="landmark-table"),
-            html.Tbody(),
-            html.Tr(v_for="lm in landmarks", key="lm.label", classes="landmark-row"),
-        ):
-            html.Td("{{ lm.label }}", classes="text-caption")
-            html.Td("{{ lm.ras }}", classes="text-caption text-no-wrap landmark-ras")
-            with html.Td(classes="text-no-wrap"):
-                v3.VBtn(
-                    icon="mdi-crosshairs-gps",
-                    size="x-small",
-                    variant="text",
-                    title="Place with the next click in a slice view",
-                    click="trigger('place_landmark', [lm.label])",
-                    classes="place-landmark",
-                    **_data_attribute("label", "lm.label"),
-                )
-                for axis, name in ((0, "R"), (2, "S")):
-                    v3.VBtn(
-                        f"{name}+",
-                        size="x-small",
-                        variant="text",
-                        disabled=("!lm.placed",),
-                        click=f"trigger('move_landmark', [lm.label, {axis}, landmark_step_mm])",
-                        classes=f"move-landmark move-{name.lower()}",
-                        **_data_attribute("label", "lm.label"),
-                    )
 
 
 def _plan_panel() -> None:
@@ -260,19 +209,47 @@ def build_page(server: Any, layout_manager: Any) -> VAppLayout:
             _display_panel()
         with v3.VNavigationDrawer(permanent=True, width=400, location="right"):
             _plan_panel()
-            _measurement_panel()
-        with v3.VMain():
-            with html.Div(style="display: flex; height: 24px;", classes="text-body-2 px-2"):
-                html.Div(
-                    "{{ current_view_label }}",
-                    id="view-label-current",
-                    style="flex: 1; color: #F34A33;",
-                )
-                html.Div(
-                    "{{ prior_view_label }}",
-                    id="view-label-prior",
-                    style="flex: 1; color: #6DAD4A;",
-                )
-            with html.Div(style="height: calc(100vh - 72px); display: flex;", id="views"):
-                layout_manager.initialize_layout_grid(layout)
+            measurement_panel()
+        with (
+            v3.VMain(),
+            html.Div(style="height: calc(100vh - 48px); display: flex;", id="views"),
+        ):
+            layout_manager.initialize_layout_grid(layout)
     return layout
+
+
+def slice_view_ui(server: Any, view_id: str, view: Any) -> None:
+    """What the page draws over one slice view: its label, the placing hint and its slider.
+
+    The label names what the hanging protocol shows there (role, date, orientation); while a
+    landmark is being placed and the views are armed, the view says which one a click places.
+    """
+    name = view.get_singleton_tag()
+    color = VIEW_COLORS.get(name, "#FFFFFF")
+    html.Div(
+        f"{{{{ view_labels['{name}'] || '' }}}}",
+        classes="view-label text-body-2 px-2",
+        style=f"position: absolute; top: 4px; left: 4px; color: {color}; pointer-events: none;",
+        **data_attribute("view", f"'{name}'"),
+    )
+    html.Div(
+        "Click to place {{ placing.label }}"
+        "{{ placing.points_needed > 1 ? ' (end ' + (placing.points_placed + 1) + ' of 2)' : '' }}",
+        v_if=(f"placing && placing.ready && view_labels['{name}']",),
+        classes="view-placing text-body-2 px-2",
+        style=(
+            "position: absolute; top: 4px; right: 4px; color: #FFD91A; pointer-events: none;"
+            "border: 1px solid #FFD91A; border-radius: 4px;"
+        ),
+        **data_attribute("view", f"'{name}'"),
+    )
+    with html.Div(
+        classes="slice-slider-gutter",
+        style="position: absolute; bottom: 0; left: 0; width: 100%;",
+    ):
+        Slider(
+            classes="slice-slider",
+            typed_state=connect_slice_view_slider_to_state(server, view),
+            theme="dark",
+            dense=True,
+        )
