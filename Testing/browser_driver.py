@@ -54,7 +54,10 @@ def is_loopback_url(url: str) -> bool:
 class Browser:
     """One headless Chromium with one page, driven over the DevTools protocol.
 
-    Use it as a context manager; :meth:`close` stops the browser and removes its profile.
+    Each instance has a profile of its own (cookies included), so two instances are two
+    readers to a server. Only loopback is reachable, plus the ``reachable_hosts`` a test names
+    (this machine's own addresses, for remote-access tests). Use it as a context manager;
+    :meth:`close` stops the browser and removes its profile.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class Browser:
         height_px: int = 1000,
         executable: Path | None = None,
         startup_timeout_s: float = 30.0,
+        reachable_hosts: tuple[str, ...] = (),
     ) -> None:
         self.width_px = width_px
+        self.reachable_hosts = reachable_hosts
         self.height_px = height_px
         self.requested_urls: list[str] = []
         self.console_messages: list[str] = []
@@ -103,7 +108,8 @@ class Browser:
             "--disable-sync",
             "--disable-extensions",
             "--disable-dev-shm-usage",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--host-resolver-rules=MAP * ~NOTFOUND, "
+            + ", ".join(f"EXCLUDE {host}" for host in ("127.0.0.1", *self.reachable_hosts)),
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
             f"--window-size={self.width_px},{self.height_px}",
@@ -210,6 +216,10 @@ class Browser:
         result = self.send("Page.navigate", url=url)
         if result.get("errorText"):
             raise BrowserError(f"could not open {url}: {result['errorText']}")
+
+    def reload(self) -> None:
+        """Reload the page, as the reader's browser button does (returns once it started)."""
+        self.send("Page.reload", ignoreCache=False)
 
     def evaluate(self, expression: str, timeout_s: float = 30.0) -> Any:
         """Evaluate JavaScript in the page (awaiting a promise) and return its JSON value."""

@@ -1,11 +1,16 @@
 """Who may reach the viewer: loopback by default, other hosts only with a token; safe downloads.
 
-These run a real aiohttp server on loopback with the viewer's own middleware and routes.
+Most of these run a real aiohttp server on loopback with the viewer's own middleware and
+routes; one runs the real ``mskwb serve`` on this machine's own non-loopback address and
+drives it from real Chromium.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import secrets
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +18,19 @@ from pathlib import Path
 import pytest
 import requests
 from aiohttp import web
+from browser_driver import Browser, BrowserError
+from viewer_server import listening_sockets, running_server
 
+from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.cli import main
 from mskworkbench.local_orthanc import free_loopback_port
-from mskworkbench.web.access import COOKIE_NAME, AccessError, AccessPolicy, install_access_control
+from mskworkbench.web.access import (
+    COOKIE_NAME,
+    FRONT_SECRET_HEADER,
+    AccessError,
+    AccessPolicy,
+    install_access_control,
+)
 from mskworkbench.web.plan_jobs import DOWNLOAD_PREFIX, PlanJobs
 
 
@@ -120,3 +134,91 @@ def test_downloads_serve_run_files_only(tmp_path: Path) -> None:
     assert "attachment" in good.headers["Content-Disposition"]
     assert missing.status_code == 404
     assert escape.status_code == 404
+
+
+def _outward_address() -> str:
+    """This machine's own non-loopback IPv4 address (no packet is sent to find it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.fail("this machine has no non-loopback address to test remote access on")
+    return address
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def hip_archive(shared_data: Path, tmp_path: Path) -> Path:
+    """An archive folder holding one real CR study."""
+    archive = LocalArchive(tmp_path / "archive")
+    archive.store_file(shared_data / "wg04" / "RG2_JPLL.dcm")
+    archive.close()
+    return tmp_path / "archive"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_front_refuses_remote_requests_without_the_token_and_viewers_without_its_secret(
+    hip_archive: Path, tmp_path: Path
+) -> None:
+    host = _outward_address()
+    token = secrets.token_urlsafe(24)
+    with running_server(
+        ["--archive", str(hip_archive)],
+        _free_port(host),
+        tmp_path / "work",
+        extra_env={"MSKWB_SERVE_TOKEN": token},
+        extra_args=["--allow-remote"],
+        host=host,
+        token=token,
+    ) as server:
+        page = requests.get(server.url, timeout=10)
+        forged = requests.get(server.url, cookies={COOKIE_NAME: "forged"}, timeout=10)
+        status = requests.get(server.url + "mskwb/front/status", timeout=10)
+        upgrade = requests.get(
+            server.url + "ws",
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+            timeout=10,
+        )
+        assert [r.status_code for r in (page, forged, status, upgrade)] == [401] * 4
+        assert server.viewer_pids() == [], "a refused request started a viewer"
+
+        # With the token, a real browser gets its viewer through the front.
+        try:
+            browser = Browser(width_px=1280, height_px=800, reachable_hosts=(host,))
+        except BrowserError as error:
+            pytest.fail(f"{error} (the browser tests need Chromium; .ci/setup installs it)")
+        with browser:
+            browser.navigate(f"{server.url}?token={token}")
+            browser.wait_for("document.querySelector('#search-button') !== null", 120)
+            browser.wait_for("window.trame && window.trame.state.get('status_message')", 60)
+            (viewer,) = server.viewer_pids()
+            sockets = listening_sockets(viewer)
+            # The viewer listens on loopback only and answers nothing without its secret.
+            direct = [
+                requests.get(f"http://127.0.0.1:{port}/index.html", timeout=10)
+                for _, port in sockets
+            ]
+            wrong_secret = [
+                requests.get(
+                    f"http://127.0.0.1:{port}/index.html",
+                    headers={FRONT_SECRET_HEADER: "guessed"},
+                    timeout=10,
+                )
+                for _, port in sockets
+            ]
+            still_served = browser.evaluate("document.querySelector('#search-button') !== null")
+
+        assert sockets and {address for address, _ in sockets} == {"0100007F"}
+        assert [r.status_code for r in direct + wrong_secret] == [403] * (2 * len(sockets))
+        assert still_served

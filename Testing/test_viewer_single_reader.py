@@ -1,8 +1,10 @@
-"""One reader per viewer: a second browser gets the "in use" page and none of the open case.
+"""One reader per viewer: a browser never gets another reader's case, even with one place.
 
-A real ``mskwb serve --archive`` serves a real radiograph (NEMA WG04 hip CR) to two real
-headless Chromium pages over the DevTools protocol. The admission rules themselves also run
-on a real aiohttp server on loopback with real WebSockets.
+A real ``mskwb serve --archive --max-readers 1`` serves a real radiograph (NEMA WG04 hip CR)
+to two real headless Chromium instances over the DevTools protocol: the second gets the
+front's "all in use" page until the first leaves, and then a viewer of its own with an empty
+case. The single-reader guard that every viewer process keeps as a safety net also runs on a
+real aiohttp server on loopback with real WebSockets.
 """
 
 from __future__ import annotations
@@ -17,29 +19,33 @@ import requests
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from browser_driver import Browser, BrowserError
-from viewer_server import running_viewer
+from viewer_server import ViewerServer, exists_in_process_table, running_server
 
 from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.local_orthanc import free_loopback_port
 from mskworkbench.web.single_reader import READER_COOKIE, SingleReader
 
 PATIENT_ID = "10RG2"
+ARTIFACTS = Path(__file__).parent / "artifacts"
 
-IN_USE = "document.querySelector('#viewer-in-use')"
+FULL = "document.querySelector('#viewer-full')"
 SEARCH_BUTTON = "document.querySelector('#search-button')"
 
 
 @pytest.fixture
-def viewer_url(shared_data: Path, tmp_path: Path) -> Iterator[str]:
-    """``mskwb serve --archive`` on a free loopback port, with one real CR study archived."""
+def one_place_server(shared_data: Path, tmp_path: Path) -> Iterator[ViewerServer]:
+    """``mskwb serve --archive --max-readers 1`` with one real CR study archived."""
     archive_dir = tmp_path / "archive"
     archive = LocalArchive(archive_dir)
     archive.store_file(shared_data / "wg04" / "RG2_JPLL.dcm")
     archive.close()
-    with running_viewer(
-        ["--archive", str(archive_dir)], free_loopback_port(), tmp_path / "work"
-    ) as url:
-        yield url
+    with running_server(
+        ["--archive", str(archive_dir)],
+        free_loopback_port(),
+        tmp_path / "work",
+        extra_args=["--max-readers", "1"],
+    ) as server:
+        yield server
 
 
 def _browser() -> Browser:
@@ -50,11 +56,12 @@ def _browser() -> Browser:
 
 
 def _open_the_study(page: Browser) -> None:
-    page.wait_for(f"{SEARCH_BUTTON} !== null", 60)
+    page.wait_for(f"{SEARCH_BUTTON} !== null", 120)
     page.evaluate(
         "(() => { const f = document.querySelector('#search-text');"
         f" f.value = '{PATIENT_ID}'; f.dispatchEvent(new Event('input')); }})()"
     )
+    page.wait_for(f"window.trame.state.get('search_text') === '{PATIENT_ID}'", 30)
     page.evaluate(f"{SEARCH_BUTTON}.click()")
     page.wait_for("document.querySelectorAll('.study-item').length === 1", 60)
     page.evaluate("document.querySelector('.study-item').click()")
@@ -66,16 +73,22 @@ def _current_study_text(page: Browser) -> str:
 
 
 @pytest.mark.browser
-def test_a_second_reader_gets_the_in_use_page_until_the_first_leaves(viewer_url: str) -> None:
+@pytest.mark.slow
+def test_with_one_place_a_second_reader_gets_the_all_in_use_page_until_the_first_leaves(
+    one_place_server: ViewerServer,
+) -> None:
+    viewer_url = one_place_server.url
     first = _browser()
     second = _browser()
     try:
         first.navigate(viewer_url)
         _open_the_study(first)
+        (first_viewer,) = one_place_server.viewer_pids()
         assert PATIENT_ID in _current_study_text(first)
 
         second.navigate(viewer_url)
-        message = second.wait_for(f"{IN_USE} && {IN_USE}.textContent", 30)
+        message = second.wait_for(f"{FULL} && {FULL}.textContent", 30)
+        second.screenshot(ARTIFACTS / "readers_all_in_use.png")
         second_text = second.evaluate("document.body.innerText")
         second_has_app = second.evaluate(f"{SEARCH_BUTTON} !== null || !!window.trame")
         # A client without the reader's cookie is refused too, WebSocket included.
@@ -95,29 +108,30 @@ def test_a_second_reader_gets_the_in_use_page_until_the_first_leaves(viewer_url:
         first_still_open = _current_study_text(first)
         first_state = first.evaluate("window.trame.state.get('current_study').patient_id")
 
-        assert "in use by another reader" in message
-        assert "mskwb serve --port" in message
+        assert "All readers' places of this viewer are in use" in message
+        assert "--max-readers" in message
         assert PATIENT_ID not in second_text
         assert not second_has_app
-        assert stranger.status_code == 503 and "viewer-in-use" in stranger.text
+        assert stranger.status_code == 503 and "viewer-full" in stranger.text
         assert stranger_socket.status_code == 503
         assert PATIENT_ID in first_still_open
         assert first_state == PATIENT_ID
+        assert one_place_server.viewer_pids() == [first_viewer]
 
         first.close()
-        # The next reader takes over with an empty case, not the previous reader's patient.
-        deadline = time.monotonic() + 30
+        # Once the first reader's viewer is stopped, the next reader gets a new, empty one.
+        deadline = time.monotonic() + 60
         while True:
             second.navigate(viewer_url)
             try:
-                second.wait_for(f"{SEARCH_BUTTON} !== null || {IN_USE} !== null", 30)
+                second.wait_for(f"{SEARCH_BUTTON} !== null || {FULL} !== null", 60)
             except TimeoutError:
-                pytest.fail("the second page showed neither the viewer nor the in-use page")
+                pytest.fail("the second page showed neither the viewer nor the all-in-use page")
             if second.evaluate(f"{SEARCH_BUTTON} !== null"):
                 break
             if time.monotonic() > deadline:
-                pytest.fail("the viewer stayed in use 30 s after the first reader left")
-            time.sleep(1.0)
+                pytest.fail("the place stayed taken 60 s after the first reader left")
+            time.sleep(2.0)
         second.wait_for("window.trame && window.trame.state.get('status_message')", 30)
         taken_over = second.evaluate(
             "({study: window.trame.state.get('current_study'),"
@@ -127,6 +141,8 @@ def test_a_second_reader_gets_the_in_use_page_until_the_first_leaves(viewer_url:
             " text: document.body.innerText})"
         )
 
+        assert not exists_in_process_table(first_viewer)
+        assert len(one_place_server.viewer_pids()) == 1
         assert taken_over["study"] is None
         assert taken_over["studies"] == 0
         assert taken_over["landmarks"] == 0
@@ -218,5 +234,41 @@ def test_nobody_is_admitted_when_the_previous_case_could_not_be_cleared() -> Non
             assert after_failure.status == 503
             assert "restart" in await after_failure.text()
             assert other_socket.status == 503
+
+    asyncio.run(scenario())
+
+
+def test_a_dedicated_viewer_serves_its_reader_only_and_never_ends_the_session() -> None:
+    ended: list[str] = []
+
+    async def end_session() -> None:
+        ended.append("cleared")
+
+    async def scenario() -> None:
+        readers = SingleReader(end_session)
+        readers.dedicate("the-reader")
+        async with (
+            TestClient(
+                TestServer(_reader_app(readers), host="127.0.0.1"),
+                cookies={READER_COOKIE: "the-reader"},
+            ) as reader,
+            ClientSession(
+                base_url=str(reader.make_url("/")), cookies={READER_COOKIE: "someone-else"}
+            ) as other,
+            ClientSession(base_url=str(reader.make_url("/"))) as anonymous,
+        ):
+            socket = await reader.ws_connect("/ws")
+            await socket.close()
+            await asyncio.sleep(0.1)
+            again = await reader.get("/")  # a reload after the last socket closed
+            refused = await other.get("/")
+            refused_socket = await other.get("/ws", headers={"Upgrade": "websocket"})
+            no_cookie = await anonymous.get("/")
+
+            assert again.status == 200 and await again.text() == "viewer page"
+            assert refused.status == 503 and "in use by another reader" in await refused.text()
+            assert refused_socket.status == 503
+            assert no_cookie.status == 503
+            assert ended == []
 
     asyncio.run(scenario())

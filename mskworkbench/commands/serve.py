@@ -11,6 +11,8 @@ from pathlib import Path
 from mskworkbench.cli import CommandError
 
 TOKEN_VARIABLE = "MSKWB_SERVE_TOKEN"
+#: Hidden flag that makes ``mskwb serve`` one reader's viewer process behind the front.
+CHILD_FLAG = "--viewer-child"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,10 +22,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve the browser viewer (studies, priors, 3D bones, measurements, plan)",
         description="Serve the MSK Workbench viewer in the browser. It binds 127.0.0.1 unless "
         "--host names another address together with --allow-remote; remote viewers must then "
-        f"present a token (from {TOKEN_VARIABLE}, or a random one printed at start). One "
-        "server serves one reader (browser) at a time: another browser is shown that the "
-        "viewer is in use; when the reader closes the page, the case is cleared for the next "
-        "one. Start one server per reader, each on its own --port.",
+        f"present a token (from {TOKEN_VARIABLE}, or a random one printed at start). Every "
+        "reader (browser) gets a viewer process of their own behind the one address, so no "
+        "reader sees another's patient and one reader's plan or retrieval never holds up "
+        "another's page. Each viewer costs several hundred MB of memory: --max-readers caps "
+        "how many run at once, and a further browser gets a page saying all places are in "
+        "use. A viewer is stopped shortly after its reader's last page closes (a reload "
+        "keeps the case).",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--archive", type=Path, help="folder of DICOM studies (local archive)")
@@ -36,17 +41,62 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="allow a non-loopback --host; every request then needs the access token",
     )
     parser.add_argument(
+        "--max-readers",
+        type=int,
+        default=4,
+        help="readers served at once, one viewer process each (default 4)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
-        help="folder for retrieved series and plan outputs (default: temporary)",
+        help="folder for retrieved series and plan outputs, one subfolder per reader's viewer "
+        "(default: temporary)",
     )
+    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the viewer and serve it until interrupted."""
+    """Serve the viewer front until interrupted (or, hidden, one reader's viewer process)."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    from mskworkbench.web.access import AccessError, AccessPolicy
+    if args.viewer_child:
+        return _run_viewer_child(args)
+    return _run_front(args)
+
+
+def _check_source(args: argparse.Namespace) -> None:
+    """Fail now, once, on a source every viewer process would fail on."""
+    if args.archive is not None:
+        if not args.archive.is_dir():
+            raise CommandError(f"the archive folder {args.archive} does not exist")
+        return
+    from MSKPriorsLib.servers import resolve_server
+
+    try:
+        resolve_server(args.pacs)
+    except (OSError, ValueError, KeyError) as error:
+        raise CommandError(str(error)) from error
+
+
+def _child_command(args: argparse.Namespace, work_dir: Path) -> list[str]:
+    """The command line of one reader's viewer process."""
+    command = [sys.executable, "-m", "mskworkbench.cli"]
+    # One -v makes the front say what it does; only -vv makes every viewer verbose too.
+    command += ["-v"] * max(0, min(int(getattr(args, "verbose", 0) or 0), 2) - 1)
+    command += ["serve", CHILD_FLAG, "--port", "0", "--work-dir", str(work_dir)]
+    if args.archive is not None:
+        command += ["--archive", str(args.archive.resolve())]
+    else:
+        command += ["--pacs", args.pacs]
+    return command
+
+
+def _run_front(args: argparse.Namespace) -> int:
+    """Serve the front: access checks, then one viewer process per reader."""
+    import asyncio
+
+    from mskworkbench.web.access import AccessError, AccessPolicy, install_access_control
+    from mskworkbench.web.launcher import ViewerLauncher, front_application, serve_front
 
     try:
         policy = AccessPolicy.create(
@@ -54,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except AccessError as error:
         raise CommandError(str(error)) from error
-
-    from mskworkbench.web.app import ViewerApp
-    from mskworkbench.web.sources import ArchiveSource, PacsSource, ViewerSource
+    if args.max_readers < 1:
+        raise CommandError(f"--max-readers must be at least 1, not {args.max_readers}")
+    _check_source(args)
 
     holder = None
     work_dir = args.work_dir
@@ -64,29 +114,47 @@ def run(args: argparse.Namespace) -> int:
         holder = tempfile.TemporaryDirectory(prefix="mskwb-serve-")
         work_dir = Path(holder.name)
     work_dir.mkdir(parents=True, exist_ok=True)
+    child_env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
+    launcher = ViewerLauncher(
+        lambda folder: _child_command(args, folder),
+        work_dir,
+        max_readers=args.max_readers,
+        env=child_env,
+    )
+    app = front_application(launcher, lambda front: install_access_control(front, policy))
+    token_query = f"?token={policy.token}" if policy.token else ""
+
+    def announce(port: int) -> None:
+        readers = "1 reader" if args.max_readers == 1 else f"up to {args.max_readers} readers"
+        print(
+            f"MSK Workbench viewer on http://{args.host}:{port}/{token_query} ({readers})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        asyncio.run(serve_front(app, args.host, args.port, announce))
+    finally:
+        if holder is not None:
+            holder.cleanup()
+    return 0
+
+
+def _run_viewer_child(args: argparse.Namespace) -> int:
+    """One reader's viewer process, started by the front (hidden sub-mode)."""
+    from mskworkbench.web.launcher_child import ViewerChildError, serve_one_reader
+    from mskworkbench.web.sources import ArchiveSource, PacsSource, ViewerSource
+
+    if args.work_dir is None:
+        raise CommandError("a viewer process needs the --work-dir its front gives it")
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     source: ViewerSource
     try:
         if args.archive is not None:
             source = ArchiveSource(args.archive)
         else:
-            source = PacsSource(args.pacs, work_dir / "retrieved")
-    except (OSError, ValueError) as error:
+            source = PacsSource(args.pacs, args.work_dir / "retrieved")
+        serve_one_reader(source, args.work_dir)
+    except (ValueError, ViewerChildError) as error:
         raise CommandError(str(error)) from error
-
-    app = ViewerApp(source, work_dir / "plans", policy)
-    token_query = f"?token={policy.token}" if policy.token else ""
-
-    def announce(**_: object) -> None:
-        print(
-            f"MSK Workbench viewer on http://{args.host}:{app.server.port}/{token_query}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    app.server.controller.on_server_ready.add(announce)
-    try:
-        app.start(args.host, args.port)
-    finally:
-        if holder is not None:
-            holder.cleanup()
     return 0

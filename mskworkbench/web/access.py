@@ -3,6 +3,11 @@
 The server binds 127.0.0.1 unless the user explicitly allows remote access. A remote viewer
 requires a secret token on every HTTP request and on the WebSocket: the first visit carries
 it as ``?token=...``, and the server answers with an HTTP-only cookie used from then on.
+
+Behind the multi-reader front (:mod:`mskworkbench.web.launcher`), each reader's viewer process
+listens on loopback and answers only requests that carry its own random secret in a header,
+which the front adds to what it forwards: another local user or program that finds the
+viewer's port can neither read it nor drive it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from aiohttp import web
 logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "mskwb_token"
+#: Header in which the front passes a viewer process its secret.
+FRONT_SECRET_HEADER = "X-MSKWB-Viewer-Secret"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -47,10 +54,14 @@ class AccessPolicy:
         Address to bind.
     token
         Secret every request must carry; empty means no authentication (loopback only).
+    front_secret
+        Secret the front adds to every request it forwards to this viewer process (in
+        :data:`FRONT_SECRET_HEADER`); empty for a server that browsers reach directly.
     """
 
     host: str = "127.0.0.1"
     token: str = field(default="", repr=False)
+    front_secret: str = field(default="", repr=False)
 
     @classmethod
     def create(cls, host: str, allow_remote: bool, token: str = "") -> AccessPolicy:
@@ -82,12 +93,30 @@ class AccessPolicy:
             for candidate in (query_token, cookie_token)
         )
 
+    def accepts_front(self, header_secret: str) -> bool:
+        """Whether a request carrying this front secret came through the front."""
+        if not self.front_secret:
+            return True
+        return bool(header_secret) and hmac.compare_digest(
+            header_secret.encode(), self.front_secret.encode()
+        )
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def install_access_control(app: web.Application, policy: AccessPolicy) -> None:
-    """Add the token check to the viewer's aiohttp application (no-op without a token)."""
+    """Add the front-secret and token checks to an aiohttp application (each only when set)."""
+    if policy.front_secret:
+
+        @web.middleware
+        async def require_front(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not policy.accepts_front(request.headers.get(FRONT_SECRET_HEADER, "")):
+                logger.warning("refused a request that did not come through the front")
+                raise web.HTTPForbidden(text="This viewer process is reached through mskwb serve.")
+            return await handler(request)
+
+        app.middlewares.append(require_front)
     if not policy.token:
         return
 

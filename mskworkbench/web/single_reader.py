@@ -1,13 +1,20 @@
-"""One reader per viewer server: a second browser gets an "in use" page, never the open case.
+"""One reader per viewer process: any other browser gets an "in use" page, never the open case.
 
 trame keeps one state per server and sends it to every connected page, so two browsers on one
-server would see (and change) the same open patient. The viewer therefore admits one reader at
-a time. A reader is one browser, recognised by a random cookie given with the first page; the
-reader holds the viewer while at least one of its WebSockets is open. Any other browser gets a
-plain HTML page saying the viewer is in use, for every request including the WebSocket, so it
-receives no state and can trigger nothing. When the reader's last WebSocket closes, the
-session ends: pending work is cancelled, the case is cleared, and the next browser may take
-over with an empty case.
+viewer process would see (and change) the same open patient. The viewer therefore admits one
+reader at a time. A reader is one browser, recognised by a random cookie; the reader holds the
+viewer while at least one of its WebSockets is open. Any other browser gets a plain HTML page
+saying the viewer is in use, for every request including the WebSocket, so it receives no
+state and can trigger nothing. When the reader's last WebSocket closes, the session ends:
+pending work is cancelled, the case is cleared, and the next browser may take over with an
+empty case.
+
+Behind the multi-reader front (:mod:`mskworkbench.web.launcher`) every reader has a viewer
+process of its own: the front names the reader when it starts the process, and the guard is
+then *dedicated* to that reader for the life of the process. It stays as a safety net (a
+request for another reader is refused), but it never ends the session itself: the front stops
+the whole process once the reader is gone, so a reload within the front's grace period finds
+the case still open.
 
 The check is an aiohttp middleware around the server's routes. It sees the WebSocket request
 before trame does and stays on the call stack for the socket's whole life, which gives the
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
+import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -36,19 +43,18 @@ TAKEOVER_WAIT_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def in_use_page(port: int | None) -> str:
+def in_use_page() -> str:
     """The HTML page shown to a browser while another reader holds the viewer."""
-    example = f"{port + 1}" if port else "N"
-    return f"""<!DOCTYPE html>
+    return """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <title>MSK Workbench viewer in use</title></head>
 <body style="font-family: sans-serif; background: #1e1e1e; color: #eee; margin: 3em;">
 <main id="viewer-in-use">
 <h1>This viewer is in use by another reader</h1>
-<p>One MSK Workbench viewer serves one reader at a time, so that no page ever shows or changes
-another reader's patient.</p>
-<p>Start your own viewer with <code>mskwb serve --port {html.escape(example)}</code> (any free
-port), or reload this page after the other reader has closed theirs.</p>
+<p>An MSK Workbench viewer shows one reader's case at a time, so that no page ever shows or
+changes another reader's patient.</p>
+<p>Open the address that <code>mskwb serve</code> printed when it started: it gives every
+reader a viewer of their own. Or reload this page after the other reader has closed theirs.</p>
 </main></body></html>
 """
 
@@ -63,7 +69,7 @@ class SingleReader:
         reader's work and clear the case. No other reader is admitted before it returns; if it
         raises, nobody is admitted until the server is restarted.
     port
-        Callable returning the server's port, used in the hint of the "in use" page.
+        Callable returning the server's port, named in the log when a browser is refused.
     """
 
     def __init__(
@@ -77,18 +83,30 @@ class SingleReader:
         self.connections = 0
         self._ending: asyncio.Task[None] | None = None
         self._failed = False
+        self._dedicated: str | None = None
 
     @property
     def is_free(self) -> bool:
         """Whether the next browser would be admitted."""
         return self.holder is None and self._ending is None
 
+    def dedicate(self, reader: str) -> None:
+        """Admit only ``reader`` (its cookie value) for the life of this viewer process.
+
+        The session then never ends here when the reader's pages close: whoever started the
+        process stops it, so that a reload finds the case as the reader left it.
+        """
+        if not reader:
+            raise ValueError("a viewer can only be dedicated to a named reader")
+        self._dedicated = reader
+        self.holder = reader
+
     def install(self, app: web.Application) -> None:
         """Add the check to the viewer's aiohttp application (after the access check)."""
         app.middlewares.append(self._middleware)
 
     def _busy_response(self) -> web.Response:
-        page = in_use_page(self._port())
+        page = in_use_page()
         if self._failed:
             page = (
                 "<!DOCTYPE html><title>MSK Workbench viewer stopped</title>"
@@ -111,11 +129,16 @@ class SingleReader:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        await self._wait_for_previous_session()
         reader = request.cookies.get(READER_COOKIE, "")
+        if self._dedicated is not None:
+            if not hmac.compare_digest(reader.encode(), self._dedicated.encode()):
+                logger.warning("refused another reader on the viewer of port %s", self._port())
+                return self._busy_response()
+            return await handler(request)
+        await self._wait_for_previous_session()
         taken = self.holder is not None and reader != self.holder
         if self._failed or self._ending is not None or taken:
-            logger.info("refused a second reader from %s: the viewer is in use", request.remote)
+            logger.info("refused a second reader on the viewer of port %s", self._port())
             return self._busy_response()
         new_reader = not reader
         if new_reader:
