@@ -1,4 +1,4 @@
-"""Received parts checked from the bytes kept while writing, and large parts spilled to disk."""
+"""Received parts checked from the bytes kept while writing, and stored whatever the batching."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 from MSKPriorsLib.archive import CorruptInstanceError, LocalArchive, read_instance_header
 from MSKPriorsLib.dicomweb import DicomWebClient
 from MSKPriorsLib.records import SeriesRecord
-from MSKPriorsLib.retrieval import ArchiveReceiver, _Finisher, retrieve_into_archive
+from MSKPriorsLib.retrieval import BatchStore, retrieve_into_archive
 from MSKPriorsLib.retrieval_checks import HEAD_BYTES, ReceivedFile, check_received
 from MSKPriorsLib.servers import PacsServer
 from mskworkbench.local_orthanc import LocalOrthanc
@@ -40,6 +40,40 @@ def test_a_check_from_kept_bytes_agrees_with_reading_the_file(
     received = _received(tmp_path / "a.part", data)
 
     assert check_received(received) == read_instance_header(mr_slice)
+
+
+@pytest.mark.parametrize("folder", ["wg04", "dcm_qa_ts", "dcm_qa_ct", "pacsman", "highdicom"])
+def test_checks_from_kept_bytes_agree_with_reading_every_real_file(
+    folder: str, shared_data: Path, tmp_path: Path
+) -> None:
+    # The check of a received file walks the header's raw elements when the file is plain
+    # and leaves the rest to pydicom.dcmread; both must index what reading the file does,
+    # and refuse the same files once their last 100 bytes are cut.
+    checked = 0
+    for source in sorted(p for p in (shared_data / folder).rglob("*") if p.is_file()):
+        try:
+            expected = read_instance_header(source)
+        except CorruptInstanceError:
+            continue  # not DICOM (licences, NIfTI, DICOMDIR-like files)
+        data = source.read_bytes()
+
+        assert check_received(_received(tmp_path / "whole.part", data)) == expected, source
+
+        cut_file = tmp_path / "cut.dcm"
+        cut_file.write_bytes(data[:-100])
+        try:
+            read_instance_header(cut_file)
+            file_refused = False
+        except CorruptInstanceError:
+            file_refused = True
+        try:
+            check_received(_received(tmp_path / "cut.part", data[:-100]))
+            bytes_refused = False
+        except CorruptInstanceError:
+            bytes_refused = True
+        assert bytes_refused == file_refused, source
+        checked += 1
+    assert checked > 0
 
 
 def test_a_header_longer_than_the_kept_bytes_is_read_from_the_file(
@@ -73,14 +107,18 @@ def test_truncated_and_garbage_parts_are_refused_from_kept_bytes(
 
 
 @pytest.mark.pacs
-def test_parts_larger_than_the_spill_size_stream_to_disk_under_a_small_budget(
+@pytest.mark.parametrize(("waiting_parts", "batch_files"), [(1, 1), (2, 5), (32, 64)])
+def test_every_part_is_stored_whatever_the_waiting_room_and_batch_size(
+    waiting_parts: int,
+    batch_files: int,
     empty_orthanc: LocalOrthanc,
     shared_data: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # 24 real slices of 130 kB: with a 64 kB spill size every part is written while it
-    # arrives; a 300 kB budget makes the network thread wait for the writers.
+    # 24 real slices: one part waiting at most (the network thread waits for the store at
+    # every part) and batches of one, a batch size that leaves a short last batch, the
+    # defaults (the whole series in one batch).
     files = sorted((shared_data / "pacsman" / "mr_head").glob("*.dcm"))[:24]
     series_uid = generate_uid()
     originals = []
@@ -100,21 +138,20 @@ def test_parts_larger_than_the_spill_size_stream_to_disk_under_a_small_budget(
     client = DicomWebClient(server)
     client.store_instances(originals)
     record = SeriesRecord(series_uid, str(originals[0].StudyInstanceUID), number_of_instances=24)
+    monkeypatch.setattr(BatchStore, "max_waiting_parts", waiting_parts)
+    monkeypatch.setattr(BatchStore, "max_batch_files", batch_files)
+    archive = LocalArchive(tmp_path / "archive")
 
-    # Parts spilled while they arrive, then parts kept whole under a small budget.
-    for spill_bytes, budget_bytes in ((64_000, 300_000), (1 << 20, 300_000)):
-        archive = LocalArchive(tmp_path / f"archive-{spill_bytes}")
-        monkeypatch.setattr(ArchiveReceiver, "spill_bytes", spill_bytes)
-        monkeypatch.setattr(_Finisher, "buffer_limit_bytes", budget_bytes)
-        result = retrieve_into_archive(client, archive, [record])
-        paths = archive.instance_paths(series_uid)
-        assert result.failures == [] and len(paths) == 24
-        assert list(archive.incoming_dir.iterdir()) == []
-        by_uid = {ds.SOPInstanceUID: ds for ds in originals}
-        for path in paths:
-            stored = pydicom.dcmread(path)
-            assert np.array_equal(stored.pixel_array, by_uid[stored.SOPInstanceUID].pixel_array)
-        archive.close()
+    result = retrieve_into_archive(client, archive, [record])
+
+    paths = archive.instance_paths(series_uid)
+    assert result.failures == [] and len(paths) == 24
+    # Neither parts nor the spare files made ahead are left behind.
+    assert list(archive.incoming_dir.iterdir()) == []
+    by_uid = {ds.SOPInstanceUID: ds for ds in originals}
+    for path in paths:
+        stored = pydicom.dcmread(path)
+        assert np.array_equal(stored.pixel_array, by_uid[stored.SOPInstanceUID].pixel_array)
 
 
 def test_encapsulated_pixel_data_followed_by_trailing_padding_is_complete(
@@ -148,3 +185,24 @@ def test_every_real_file_of_a_folder_imports(
     dicom_files = [p for p in (shared_data / folder).iterdir() if p.suffix == ".dcm"]
     assert summary.failed == []
     assert summary.stored == len(dicom_files) > 0
+
+
+def test_an_implicit_vr_file_keeps_its_orientation_and_names(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # Implicit VR elements carry no VR of their own: the dictionary's must be used, or the
+    # orientation is indexed as a Python list and lost.
+    source = shared_data / "dcm_qa_ts" / "2.dcm"
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    assert ds.file_meta.TransferSyntaxUID.is_implicit_VR
+    data = source.read_bytes()
+
+    from_bytes = check_received(_received(tmp_path / "implicit.part", data))
+    with LocalArchive(tmp_path / "archive") as archive:
+        stored = archive.store_file(source)
+        series = archive.search_series(stored.study_uid)
+
+    assert from_bytes == stored == read_instance_header(source)
+    assert stored.patient.name == str(ds.PatientName)
+    expected = [float(value) for value in ds.ImageOrientationPatient]
+    assert series[0].extra["image_orientation_patient"] == pytest.approx(expected)

@@ -14,14 +14,17 @@ from pydicom.uid import generate_uid
 from MSKPriorsLib.archive import LocalArchive
 from MSKPriorsLib.dicomweb import DicomWebClient
 from MSKPriorsLib.records import SeriesRecord
-from MSKPriorsLib.retrieval import TransferProgress, retrieve_into_archive
+from MSKPriorsLib.retrieval import BatchStore, TransferProgress, retrieve_into_archive
 from MSKPriorsLib.servers import PacsServer
 from mskworkbench.local_orthanc import LocalOrthanc, OrthancMissingError
 
 pytestmark = [pytest.mark.pacs, pytest.mark.slow]
 
-# Enough that the server is still sending when the first indexed batch kills it.
+# Enough that the server is still sending when the third indexed batch kills it.
 SLICES = 160
+# Small batches: instances are indexed (and so reported) early in the answer, while most of
+# it is still to come; with the default batch size the answer may be all received first.
+BATCH_FILES = 4
 
 
 @pytest.fixture
@@ -74,6 +77,7 @@ def test_a_killed_server_mid_retrieval_then_resume(
     study_uid, series_uid = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
     record = SeriesRecord(series_uid, study_uid, number_of_instances=SLICES)
     archive = LocalArchive(tmp_path / "archive")
+    monkeypatch.setattr(BatchStore, "max_batch_files", BATCH_FILES)
     killed = threading.Event()
 
     def kill_after_ten(progress: TransferProgress) -> None:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
+from MSKPriorsLib.dicom_head import file_encoding, pixel_data_end, read_plain_head
 from MSKPriorsLib.records import PatientIdentity
 
 logger = logging.getLogger(__name__)
@@ -68,21 +67,41 @@ class InstanceHeader:
 
 
 # Value representations whose bytes are plain ASCII, read without pydicom's conversion
-# (which costs more than the rest of the check); text that may use another character set
-# (names, descriptions, IDs) goes through pydicom.
+# (which costs more than the rest of the check). Text that may use another character set
+# (names, descriptions, IDs) is read the same way when its bytes are ASCII and one value
+# (every DICOM character set agrees with ASCII there); otherwise pydicom decodes it.
 _ASCII_VRS = frozenset({"UI", "DA", "TM", "CS", "IS", "AS", "DS"})
+_TAGS: dict[str, int] = {}
+
+
+def _tag(keyword: str) -> int | None:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = tag_for_keyword(keyword)
+        if tag is not None:
+            _TAGS[keyword] = tag
+    return tag
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    if tag is None or tag not in ds:
+    tag = _tag(keyword)
+    element = ds.get_item(tag) if tag is not None else None
+    if tag is None or element is None:
         return ""
-    element = ds.get_item(tag)
-    if isinstance(element, RawDataElement) and element.VR in _ASCII_VRS:
+    if isinstance(element, RawDataElement):
+        # Implicit VR files leave the VR to the dictionary.
+        vr = element.VR or dictionary_VR(tag)
         raw = element.value or b""
-        return raw.decode("ascii", "replace").strip("\x00 ")
+        if vr in _ASCII_VRS:
+            return raw.decode("ascii", "replace").strip("\x00 ")
+        if raw.isascii() and b"\\" not in raw:
+            return raw.decode("ascii").rstrip("\x00 ").strip()
     value = ds[tag].value
-    return "" if value is None else str(value).strip()
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):  # as stored: values separated by backslashes
+        return "\\".join(str(item) for item in value).strip()
+    return str(value).strip()
 
 
 def _integer(ds: pydicom.Dataset, keyword: str) -> int:
@@ -153,7 +172,8 @@ def read_instance_header(path: Path) -> InstanceHeader:
             element = handle.read(12)
             handle.seek(max(size - 8, 0))
             tail = handle.read(8)
-            declared_end = _pixel_data_end(element, start, ds, size, tail, handle)
+            implicit, little = file_encoding(ds)
+            declared_end = pixel_data_end(element, start, implicit, little, size, tail, handle)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
         raise CorruptInstanceError(f"{path.name} is not a readable DICOM file: {error}") from error
     return _checked(header_from_parsed(ds, path.name), path.name, size, declared_end)
@@ -200,6 +220,16 @@ def check_received(received: ReceivedFile) -> InstanceHeader:
     """
     name, size, head = received.path.name, received.size_bytes, received.head
     whole = size <= len(head)
+    plain = read_plain_head(head)
+    if plain is not None:
+        ds, start, implicit, little = plain
+        declared_end = pixel_data_end(
+            head[start : start + 12], start, implicit, little, size, received.tail, None
+        )
+        if declared_end <= size or whole:
+            return _checked(header_from_parsed(ds, name), name, size, declared_end)
+        # Encapsulated pixel data followed by trailing elements: walk its items in the file.
+        return read_instance_header(received.path)
     try:
         buffer = io.BytesIO(head)
         ds = pydicom.dcmread(buffer, stop_before_pixels=True)
@@ -207,8 +237,15 @@ def check_received(received: ReceivedFile) -> InstanceHeader:
         # A header cut by the end of ``head`` stops the parse early: read the file instead.
         if not whole and start + 12 > len(head):
             return read_instance_header(received.path)
-        declared_end = _pixel_data_end(
-            head[start : start + 12], start, ds, size, received.tail, buffer if whole else None
+        implicit, little = file_encoding(ds)
+        declared_end = pixel_data_end(
+            head[start : start + 12],
+            start,
+            implicit,
+            little,
+            size,
+            received.tail,
+            buffer if whole else None,
         )
         # Encapsulated pixel data followed by trailing elements: walk its items in the file.
         if declared_end > size and not whole:
@@ -234,78 +271,6 @@ def _checked(header: InstanceHeader, name: str, size: int, declared_end: int) ->
             f"{name}: instance {header.sop_uid} is truncated ({size} bytes, {declared_end} declared)"
         )
     return header
-
-
-_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-
-
-def _pixel_data_end(
-    element: bytes,
-    start: int,
-    ds: pydicom.Dataset,
-    size: int,
-    tail: bytes,
-    handle: BinaryIO | None = None,
-) -> int:
-    """Byte offset where the pixel data element says the file ends (``size`` if none).
-
-    ``element`` holds the (up to 12) bytes at ``start``, where pydicom stopped: the start of
-    the pixel data element. Native pixel data declares its length; encapsulated pixel data
-    (undefined length) must end with a sequence delimiter. That is usually the file's last 8
-    bytes ``tail``; when it is not (trailing elements such as (FFFC,FFFC) padding follow),
-    the fragment items are walked in ``handle`` (the whole file, seekable) to find it.
-    Without ``handle`` such a file reports ``size + 1``.
-    """
-    head = element
-    if len(head) < 8:
-        return size
-    little = ds.is_little_endian if ds.is_little_endian is not None else True
-    order = "<" if little else ">"
-    implicit = bool(ds.is_implicit_VR)
-    if implicit:
-        (length,) = struct.unpack(f"{order}I", head[4:8])
-        header_bytes = 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-        if len(head) < 12:
-            return size + 1
-        (length,) = struct.unpack(f"{order}I", head[8:12])
-        header_bytes = 12
-    else:
-        (length,) = struct.unpack(f"{order}H", head[6:8])
-        header_bytes = 8
-    if length == 0xFFFFFFFF:
-        if tail == _SEQUENCE_END:
-            return size
-        if handle is None:
-            return size + 1
-        return _delimiter_end(handle, start + header_bytes, order, size)
-    return start + header_bytes + length
-
-
-def _delimiter_end(handle: BinaryIO, offset: int, order: str, size: int) -> int:
-    """End offset of the sequence delimiter closing encapsulated pixel data items.
-
-    Walks the items from ``offset``; returns ``size + 1`` when the file ends first or an
-    element other than an item or the delimiter is met (a damaged or truncated file).
-    """
-    while offset + 8 <= size:
-        handle.seek(offset)
-        group, element, length = struct.unpack(f"{order}HHI", handle.read(8))
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return offset + 8
-        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-            return size + 1
-        offset += 8 + length
-    return size + 1
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's content to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def looks_like_dicom(path: Path) -> bool:
