@@ -113,7 +113,7 @@ def test_radiograph_without_spacing_refuses_lengths(shared_data: Path) -> None:
         "femoral_shaft_distal": pixels_to_ras_mm((1500.0, 640.0), calibration),
         "femoral_neck_center": pixels_to_ras_mm((480.0, 640.0), calibration),
     }
-    table = measure_hip(points, "left", calibration, radiograph.source)
+    table = measure_hip(points, "right", calibration, radiograph.source)
     assert "ccd_deg" in table.values()  # angles still work
     assert "femoral_offset_mm" not in table.values()
     assert "RG3_JPLL.dcm is not calibrated" in table.not_measured["femoral_offset_mm"]

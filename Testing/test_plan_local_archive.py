@@ -79,9 +79,41 @@ def test_a_series_that_fails_to_load_is_named_with_its_reason_when_the_plan_stop
     error = capsys.readouterr().err
     assert "could not be loaded" in error and damaged.name in error
     plan = json.loads((out_dir / "plan.json").read_text())
-    assert "holds no CT, MR or radiograph" in plan["error"]
+    assert "of the current study could not be loaded" in plan["error"]
+    assert damaged.name in plan["error"] and "\n" not in plan["error"]
     (warning,) = [w for w in plan["warnings"] if "could not be loaded" in w["message"]]
     assert damaged.name in warning["message"] and warning["severity"] == "high"
+
+
+def test_one_damaged_current_series_stops_the_plan_though_another_loads(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_uid, files = _mr_archive(tmp_path / "archive", shared_data)
+    mr = pydicom.dcmread(files[0], stop_before_pixels=True)
+    radiograph = pydicom.dcmread(shared_data / "wg04" / "RG2_JPLL.dcm")
+    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID"):
+        setattr(radiograph, keyword, getattr(mr, keyword, ""))
+    radiograph.SeriesInstanceUID = pydicom.uid.generate_uid()
+    radiograph.SOPInstanceUID = pydicom.uid.generate_uid()
+    radiograph.file_meta.MediaStorageSOPInstanceUID = radiograph.SOPInstanceUID
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    radiograph.save_as(incoming / "rg.dcm")
+    with LocalArchive(tmp_path / "archive") as archive:
+        assert archive.import_folder(incoming).stored == 1
+    damaged = files[7]
+    damaged.write_bytes(damaged.read_bytes()[:2000])
+    out_dir = tmp_path / "out"
+
+    status = main(["plan", "--archive", str(tmp_path / "archive"), "--study", study_uid,
+                   "--out", str(out_dir)])  # fmt: skip
+
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert status != 0
+    assert not (out_dir / "report.html").exists()
+    last = error_lines[-1]
+    assert last.startswith("mskwb plan: series ") and mr.SeriesInstanceUID in last
+    assert "of the current study could not be loaded" in last and damaged.name in last
 
 
 def test_a_monochrome1_radiograph_is_drawn_with_dark_air_and_bright_bone(

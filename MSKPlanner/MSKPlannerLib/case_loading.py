@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -188,6 +188,8 @@ def load_studies(state: PlanState) -> None:
                     where=f"series {series.series_uid}",
                     high=True,
                 )
+                if role == "current":
+                    _refuse_current_series(series.series_uid, title, error)
                 continue
             image.modality = series.modality
             place_under(state.context.scene, image.node, study_item(state, study, role))
@@ -206,6 +208,16 @@ def load_studies(state: PlanState) -> None:
             f"study {state.current.study_uid} holds no CT, MR or radiograph that could be loaded"
             + (f" ({'; '.join(failures)})" if failures else "")
         )
+
+
+def _refuse_current_series(series_uid: str, title: str, error: Exception) -> NoReturn:
+    """Stop the plan: a current series that cannot be loaded makes every result doubtful."""
+    from MSKPlannerLib.case_plan import PlanError
+
+    reason = " ".join(str(error).split())
+    raise PlanError(
+        f"series {series_uid} ({title}) of the current study could not be loaded: {reason}"
+    ) from error
 
 
 def _load_volume(

@@ -127,10 +127,17 @@ def side_from_text(*texts: str) -> str | None:
     return found.pop() if found else None
 
 
-def _position_ras_mm(point: Mapping[str, Any], system: str, scale_to_mm: float) -> FloatArray:
-    position = np.asarray(point.get("position", ()), dtype=float)
+def _position_ras_mm(
+    point: Mapping[str, Any], system: str, scale_to_mm: float, path: Path
+) -> FloatArray:
+    name = f"control point {str(point.get('label') or point.get('id') or '?')!r} of {path}"
+    raw = point.get("position", ())
+    try:
+        position = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise LandmarkError(f"{name} has a position that is not three numbers: {raw!r}") from error
     if position.shape != (3,) or not np.all(np.isfinite(position)):
-        raise LandmarkError(f"control point {point.get('label', '?')!r} has no valid position")
+        raise LandmarkError(f"{name} has no valid position (three finite numbers): {raw!r}")
     position = position * scale_to_mm
     return position * LPS_TO_RAS if system == "LPS" else position
 
@@ -179,25 +186,24 @@ def read_markups_json(path: Path) -> LandmarkSet:
     stem = path.name.removesuffix(".json").removesuffix(".mrk")
     result = LandmarkSet(source=str(path))
     texts = [stem]
-    line_count = sum(1 for m in markups if m.get("type") == "Line")
+    line_count = sum(1 for m in markups if isinstance(m, dict) and m.get("type") == "Line")
     for index, markup in enumerate(markups):
+        points = markup.get("controlPoints", []) if isinstance(markup, dict) else None
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            raise LandmarkError(f"markup {index + 1} of {path} has no list of control points")
         system = str(markup.get("coordinateSystem", "LPS")).upper()
         if system not in ("LPS", "RAS"):
             raise LandmarkError(f"{path} uses coordinate system {system!r}; expected LPS or RAS")
         scale = _units_to_mm(markup, path)
         texts += [str(markup.get("name", "")), str(markup.get("description", ""))]
-        defined = [
-            p
-            for p in markup.get("controlPoints", [])
-            if p.get("positionStatus", "defined") == "defined"
-        ]
+        defined = [p for p in points if p.get("positionStatus", "defined") == "defined"]
         kind = markup.get("type")
         if kind == "Line":
             name = markup.get("name") or (stem if line_count == 1 else f"{stem}-{index}")
             if len(defined) != 2:
                 raise LandmarkError(f"line {name!r} in {path} has {len(defined)} defined points")
             result.lines_ras_mm[name] = np.stack(
-                [_position_ras_mm(p, system, scale) for p in defined]
+                [_position_ras_mm(p, system, scale, path) for p in defined]
             )
         else:
             for point in defined:
@@ -206,7 +212,7 @@ def read_markups_json(path: Path) -> LandmarkSet:
                     continue
                 if label in result.points_ras_mm:
                     raise LandmarkError(f"{path} holds the landmark {label!r} twice")
-                result.points_ras_mm[label] = _position_ras_mm(point, system, scale)
+                result.points_ras_mm[label] = _position_ras_mm(point, system, scale, path)
     result.side = side_from_text(*texts)
     logger.debug(
         "read %d points and %d lines from %s",

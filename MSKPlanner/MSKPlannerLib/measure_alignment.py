@@ -34,6 +34,11 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
+from MSKPlannerLib.landmark_checks import (
+    medial_of_error,
+    order_along_limb_error,
+    out_of_range_error,
+)
 from MSKPlannerLib.landmarks import (
     LandmarkError,
     check_frontal_extent,
@@ -174,18 +179,61 @@ def mechanical_axis_deviation_mm(points_ras_mm: Mapping[str, npt.ArrayLike], sid
     return float(-(knee - hip) @ normal)
 
 
-def _check_side_matches_condyles(
-    points: Mapping[str, npt.ArrayLike], side: str, source: str
-) -> None:
-    medial = medial_direction_frontal(side)
-    offset = frontal_plane_mm(points["femoral_condyle_medial"]) - frontal_plane_mm(
-        points["femoral_condyle_lateral"]
+#: The landmarks each angle is computed from (named when a value is refused).
+_ANGLE_LABELS = {
+    "hka_deg": ("hip_center", "knee_center_femur", "knee_center_tibia", "ankle_center"),
+    "mldfa_deg": (
+        "hip_center",
+        "knee_center_femur",
+        "femoral_condyle_medial",
+        "femoral_condyle_lateral",
+    ),
+    "mpta_deg": (
+        "knee_center_tibia",
+        "ankle_center",
+        "tibial_plateau_medial",
+        "tibial_plateau_lateral",
+    ),
+    "jlca_deg": (
+        "femoral_condyle_medial",
+        "femoral_condyle_lateral",
+        "tibial_plateau_medial",
+        "tibial_plateau_lateral",
+    ),
+}
+
+
+def check_alignment_landmarks(points: Mapping[str, npt.ArrayLike], side: str, source: str) -> None:
+    """Refuse landmark sets that no limb can produce.
+
+    Parameters
+    ----------
+    points
+        Label -> position (3,), RAS mm, +z superior (see :mod:`MSKPlannerLib.landmark_checks`).
+    side
+        ``left`` or ``right``.
+    source
+        The image the landmarks were placed on, named in the message.
+
+    Raises
+    ------
+    LandmarkError
+        When ``hip_center`` is not proximal (superior) to both knee centres, a knee centre not
+        proximal to ``ankle_center``, or a medial condyle or plateau point lies lateral to its
+        lateral partner.
+    """
+    reasons = (
+        order_along_limb_error(
+            points, "hip_center", ("knee_center_femur", "knee_center_tibia", "ankle_center"), source
+        ),
+        order_along_limb_error(points, "knee_center_femur", ("ankle_center",), source),
+        order_along_limb_error(points, "knee_center_tibia", ("ankle_center",), source),
+        medial_of_error(points, "femoral_condyle_medial", "femoral_condyle_lateral", side, source),
+        medial_of_error(points, "tibial_plateau_medial", "tibial_plateau_lateral", side, source),
     )
-    if offset @ medial < 0:
-        raise LandmarkError(
-            f"in {source or 'the landmark set'} femoral_condyle_medial lies lateral to "
-            f"femoral_condyle_lateral for a {side} limb: the side or the labels are wrong"
-        )
+    for reason in reasons:
+        if reason is not None:
+            raise LandmarkError(reason)
 
 
 def _with_hip_center(points_ras_mm: Mapping[str, npt.ArrayLike]) -> Mapping[str, npt.ArrayLike]:
@@ -231,13 +279,16 @@ def measure_alignment(
     -------
     MeasurementTable
         Rows ``hka_deg``, ``mldfa_deg``, ``mpta_deg``, ``jlca_deg``, and ``mad_mm`` when the
-        image is calibrated (otherwise its reason in ``not_measured``).
+        image is calibrated (otherwise its reason in ``not_measured``). An angle outside the
+        values a patient can have (:data:`~MSKPlannerLib.landmark_checks.PLAUSIBLE_RANGES`) is
+        not a row: ``not_measured`` holds the reason, naming its landmarks.
 
     Raises
     ------
     LandmarkError
-        Missing labels, a side that contradicts the condyle labels, or landmarks that do not
-        lie near a frontal plane.
+        Missing labels, landmarks out of order along the limb (``hip_center`` must be
+        superior to the knee centres and they to ``ankle_center``), a side that contradicts
+        the condyle or plateau labels, or landmarks that do not lie near a frontal plane.
     """
     points_ras_mm = _with_hip_center(points_ras_mm)
     missing = [label for label in ALIGNMENT_LABELS if label not in points_ras_mm]
@@ -247,11 +298,15 @@ def measure_alignment(
         )
     points = {label: np.asarray(points_ras_mm[label], dtype=float) for label in ALIGNMENT_LABELS}
     check_frontal_extent(np.stack(list(points.values())), "alignment", source_image)
-    _check_side_matches_condyles(points, side, source_image)
+    check_alignment_landmarks(points, side, source_image)
 
     angles = alignment_angles_deg(points, side)
     table = MeasurementTable()
     for key, value in angles.items():
+        implausible = out_of_range_error(key, value, _ANGLE_LABELS[key], source_image)
+        if implausible is not None:
+            table.not_measured[key] = implausible
+            continue
         label, definition = _DEFINITIONS[key]
         uncertainty = propagate_uncertainty(
             partial(_angle_value, side=side, key=key),

@@ -41,10 +41,12 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
+from MSKPlannerLib.landmark_checks import order_along_limb_error, out_of_range_error
 from MSKPlannerLib.landmarks import (
     LandmarkError,
     check_frontal_extent,
     frontal_plane_mm,
+    medial_direction_frontal,
     propagate_uncertainty,
 )
 from MSKPlannerLib.measurement_table import (
@@ -185,6 +187,70 @@ def hip_values(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) -> dict[st
     return values
 
 
+def _medial_of_shaft_axis_mm(
+    point: FloatArray, proximal: FloatArray, distal: FloatArray, side: str
+) -> float:
+    """Signed frontal-plane distance of a point medial to the shaft axis line, in mm."""
+    direction = (distal - proximal) / np.linalg.norm(distal - proximal)
+    normal = np.array([-direction[1], direction[0]])
+    if normal @ medial_direction_frontal(side) < 0:
+        normal = -normal
+    return float((point - proximal) @ normal)
+
+
+def femur_refusals(
+    points_ras_mm: Mapping[str, npt.ArrayLike], side: str, source: str
+) -> dict[str, str]:
+    """Femoral values that the landmarks cannot give, with the reason.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Label -> position (3,), RAS mm, +z superior (see :mod:`MSKPlannerLib.landmark_checks`).
+    side
+        ``left`` or ``right``: where medial is.
+    source
+        The image the landmarks were placed on, named in the reasons.
+
+    Returns
+    -------
+    dict
+        Key (``femoral_offset_mm``, ``ccd_deg``) -> reason, for: ``femoral_shaft_proximal``
+        not proximal (superior) to ``femoral_shaft_distal``; ``femoral_head_center`` not
+        medial to the shaft axis; ``femoral_neck_center`` not between the head centre and
+        the shaft axis.
+    """
+    where = source or "the landmark set"
+    shaft = ("femoral_shaft_proximal", "femoral_shaft_distal")
+    if not all(label in points_ras_mm for label in shaft):
+        return {}
+    reason = order_along_limb_error(points_ras_mm, shaft[0], shaft[1:], source)
+    if reason is not None:
+        return {"femoral_offset_mm": reason, "ccd_deg": reason}
+    p = {k: frontal_plane_mm(v) for k, v in points_ras_mm.items()}
+    if "femoral_head_center" not in p:
+        return {}
+    head_mm = _medial_of_shaft_axis_mm(p["femoral_head_center"], p[shaft[0]], p[shaft[1]], side)
+    if head_mm <= 0.0:
+        reason = (
+            f"in {where} femoral_head_center lies {abs(head_mm):.1f} mm lateral to the femoral "
+            f"shaft axis for a {side} hip: the side or the labels are wrong"
+        )
+        return {"femoral_offset_mm": reason, "ccd_deg": reason}
+    if "femoral_neck_center" not in p:
+        return {}
+    neck_mm = _medial_of_shaft_axis_mm(p["femoral_neck_center"], p[shaft[0]], p[shaft[1]], side)
+    if not 0.0 < neck_mm < head_mm:
+        return {
+            "ccd_deg": (
+                f"in {where} femoral_neck_center does not lie between femoral_head_center and "
+                f"the femoral shaft axis ({neck_mm:.1f} mm medial to the axis, the head "
+                f"{head_mm:.1f} mm): the labels are swapped or misplaced"
+            )
+        }
+    return {}
+
+
 def _hip_value(points_ras_mm: dict[str, FloatArray], side: str, key: str) -> float:
     return hip_values(points_ras_mm, side)[key]
 
@@ -244,7 +310,9 @@ def measure_hip(
     -------
     MeasurementTable
         A row per value whose landmarks are present; ``not_measured`` names the missing
-        landmarks or the missing calibration of the others.
+        landmarks or the missing calibration of the others, and gives the reason of values
+        refused as anatomically impossible (see :func:`femur_refusals`, and a CCD angle outside
+        :data:`~MSKPlannerLib.landmark_checks.PLAUSIBLE_RANGES`).
     """
     if side not in ("left", "right"):
         raise LandmarkError(f"side must be 'left' or 'right', not {side!r}")
@@ -255,11 +323,16 @@ def measure_hip(
     check_frontal_extent(np.stack(known), "hip", source_image)
 
     values = hip_values(points, side)
+    refused = femur_refusals(points, side, source_image)
     table = MeasurementTable()
     for key, needs in _NEEDS.items():
         missing = [label for label in needs if label not in points]
         if missing:
             table.not_measured[key] = f"missing landmark(s) {', '.join(missing)}"
+            continue
+        reason = refused.get(key) or out_of_range_error(key, values[key], needs, source_image)
+        if reason is not None:
+            table.not_measured[key] = reason
             continue
         unit = "mm" if key.endswith("_mm") else "deg"
         if unit == "mm" and not calibration.is_calibrated:

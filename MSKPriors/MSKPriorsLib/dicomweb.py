@@ -26,6 +26,7 @@ their ``source``.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -194,6 +195,43 @@ def query_string(params: Sequence[tuple[str, str]]) -> str:
     return urlencode(list(params), quote_via=quote, safe="*?")
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception it wraps (causes, contexts, urllib3 ``reason``)."""
+    found: list[BaseException] = []
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is f for f in found):
+            continue
+        found.append(current)
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__]
+        pending += list(current.args)
+    return found
+
+
+#: Short reasons for the socket errors behind a failed connection, most telling first.
+_FAILURE_REASONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (socket.gaierror, "host name not found"),
+    (ConnectionResetError, "connection reset"),
+    ((requests.Timeout, TimeoutError), "timed out"),
+    (OSError, "network error"),
+)
+
+
+def connection_failure_reason(error: BaseException) -> str:
+    """A few words saying why a connection failed, such as ``connection refused``.
+
+    ``requests`` wraps the socket error in several urllib3 exceptions whose messages repeat
+    the whole URL and the objects' addresses; the wrapped socket error says what happened.
+    """
+    causes = _causes(error)
+    for kinds, reason in _FAILURE_REASONS:
+        if any(isinstance(cause, kinds) for cause in causes):
+            return reason
+    return type(error).__name__
+
+
 class DicomWebClient:
     """DICOMweb access to one :class:`~MSKPriorsLib.servers.PacsServer`.
 
@@ -290,16 +328,19 @@ class DicomWebClient:
             except requests.exceptions.SSLError as error:
                 raise DicomWebError(f"{what}: TLS certificate check failed ({error})") from error
             except (requests.ConnectionError, requests.Timeout) as error:
+                reason = connection_failure_reason(error)
+                logger.debug("%s: %s", what, error)
                 if attempt >= self.retries:
                     raise DicomWebError(
-                        f"{what}: server unreachable after {attempt + 1} attempts ({error})"
+                        f"PACS {self.server.url} unreachable ({reason}) after "
+                        f"{attempt + 1} attempts ({method} {path})"
                     ) from error
-                self._wait(attempt, what, str(error))
+                self._wait(attempt, f"PACS {self.server.url}", f"unreachable: {reason}")
                 attempt += 1
                 continue
             if answer.status_code in TRANSIENT_STATUS and attempt < self.retries:
                 answer.close()
-                self._wait(attempt, what, f"HTTP {answer.status_code}")
+                self._wait(attempt, what, f"answered HTTP {answer.status_code}")
                 attempt += 1
                 continue
             if answer.status_code >= 400:
@@ -308,7 +349,9 @@ class DicomWebClient:
 
     def _wait(self, attempt: int, what: str, reason: str) -> None:
         delay_s = self.backoff_s * (2**attempt)
-        logger.warning("%s failed (%s); retrying in %.1f s", what, reason, delay_s)
+        logger.warning(
+            "%s %s; retry %d of %d in %.1f s", what, reason, attempt + 1, self.retries, delay_s
+        )
         time.sleep(delay_s)
 
     def _raise_for(self, answer: requests.Response, what: str) -> None:

@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
+from mskworkbench.argument_types import port_number
 from mskworkbench.cli import CommandError
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "MSKWB_ORTHANC_PASSWORD (default: mskwb-test).",
     )
     parser.add_argument("--storage", type=Path, required=True, help="folder for Orthanc's data")
-    parser.add_argument("--port", type=int, default=8042, help="HTTP port (default 8042)")
+    parser.add_argument("--port", type=port_number, default=8042, help="HTTP port (default 8042)")
     parser.add_argument("--user", default="mskwb", help="user name (default mskwb)")
     parser.set_defaults(func=run)
 

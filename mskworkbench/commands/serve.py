@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mskworkbench.argument_types import port_number
 from mskworkbench.cli import CommandError
 
 TOKEN_VARIABLE = "MSKWB_SERVE_TOKEN"
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--archive", type=Path, help="folder of DICOM studies (local archive)")
     where.add_argument("--pacs", help="configured PACS name or DICOMweb URL")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any)")
+    parser.add_argument(
+        "--port", type=port_number, default=8080, help="HTTP port (default 8080; 0: any)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--allow-remote",

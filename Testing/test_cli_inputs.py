@@ -1,0 +1,37 @@
+"""Malformed command-line inputs are refused with one line naming the culprit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mskworkbench.cli import main
+
+
+@pytest.mark.parametrize(
+    ("command", "port"), [("serve", "80000"), ("serve", "-1"), ("orthanc", "65536")]
+)
+def test_a_port_out_of_range_is_a_usage_error(
+    command: str, port: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = ["--archive", str(tmp_path)] if command == "serve" else ["--storage", str(tmp_path)]
+    with pytest.raises(SystemExit) as stopped:
+        main([command, *source, "--port", port])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2
+    assert f"argument --port: port {port} is out of range (0 to 65535)" in error
+
+
+@pytest.mark.parametrize("position", [[12, "abc", 3], [1, 2], "x"])
+def test_a_malformed_landmark_names_the_file_and_the_point(
+    position: object, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "knee_left.mrk.json"
+    point = {"label": "hip_center", "position": position}
+    path.write_text(json.dumps({"markups": [{"type": "Fiducial", "controlPoints": [point]}]}))
+    status = main(["measure", "alignment", "--landmarks", str(path)])
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and len(error.splitlines()) == 1
+    assert str(path) in error and "'hip_center'" in error
