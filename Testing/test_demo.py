@@ -77,6 +77,19 @@ def test_written_ct_series_loads_with_its_geometry(app_context, tmp_path: Path) 
     assert loaded.warnings == []
 
 
+def test_the_synthetic_radiograph_says_it_is_synthetic(tmp_path: Path) -> None:
+    import pydicom
+
+    pixels = np.zeros((16, 8), dtype=np.uint16)
+    path = demo_case.write_radiograph(
+        pixels, 0.5, tmp_path / "cr.dcm", "1.2.3", "1.2.3.4", "20260101", "left"
+    )
+
+    dataset = pydicom.dcmread(path)
+    assert dataset.SeriesDescription == "Long leg AP left (synthetic phantom)"
+    assert "not an image of a person" in dataset.ImageComments
+
+
 def _screenshot(report: Path, png: Path) -> np.ndarray:
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing (the report check needs headless Chromium)")
@@ -114,14 +127,22 @@ def test_demo_writes_a_report_chromium_shows(
     status = main(["demo", "--out", str(out_dir)])
 
     assert status == 0
-    assert str((out_dir / "report.html").resolve()) in capsys.readouterr().err
+    console = capsys.readouterr()
+    assert str((out_dir / "report.html").resolve()) in console.err
+    # Metal is reported once per CT (current and prior), however often the CT is segmented.
+    assert (console.out + console.err).count("metal kept out of the bones") == 2
     html = (out_dir / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)  # self-contained
     assert html.count("data:image/png;base64,") >= 8
     for text in ("Hip-knee-ankle angle", "176.0", "Cobb angle", "Rejected", "Warnings"):
         assert text in html
+    assert "born 1958-03-12" in html and "19580312" not in html
+    assert "CR Long leg AP left (synthetic phantom): mechanical axes" in html
     plan = json.loads((out_dir / "plan.json").read_text())
     assert plan["studies"]["current"]["study"]["patient"]["patient_id"] == demo_case.PATIENT_ID
+    # The rib ends at the top of the real CT are small and cut by the scan, not failures.
+    assert not [w for w in plan["warnings"] if w["code"] == "bone_surface_checks"]
+    assert any("run out of the scan" in w["message"] for w in plan["warnings"])
 
     shot = _screenshot(out_dir / "report.html", tmp_path / "report.png")
 
@@ -158,3 +179,5 @@ def test_demo_without_shared_data_plans_generated_anatomy(
         demo_case.PRIOR_ROTATION_DEG, abs=0.3
     )
     assert (out_dir / "demo-case" / "vertebrae_labels.nii.gz").is_file()
+    titles = [f"{r['title']}" for r in plan["reconstruction"]]
+    assert titles and all("(synthetic phantom)" in title for title in titles)

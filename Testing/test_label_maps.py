@@ -118,8 +118,10 @@ def test_real_ct_vertebrae_become_separate_closed_surfaces(
         if bone.labelmap_volume_ml > 10:
             assert bone.volume_ml == pytest.approx(bone.labelmap_volume_ml, rel=0.02)
         elif abs(bone.volume_ml / bone.labelmap_volume_ml - 1) > 0.02:
-            # A sliver cut by the field of view shrinks when smoothed: it must be said.
-            assert any("differs from the labelmap volume" in w for w in bone.warnings)
+            # A sliver cut by the field of view shrinks when smoothed: it must be said, as a
+            # small fragment judged against the voxel size, not as a failed surface.
+            assert any("small fragment" in note for note in bone.notes + bone.warnings)
+            assert bone.cut_by_volume_edge == ("superior",)
         expected_ml = (source == bone.label_value).sum() * 27 / 1000
         metal_cut_ml = expected_ml - bone.labelmap_volume_ml
         assert 0 <= metal_cut_ml < 0.02 * expected_ml

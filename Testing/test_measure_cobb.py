@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from MSKPlannerLib.label_maps import read_label_map
 from MSKPlannerLib.measure_cobb import (
     CobbError,
+    body_end_line_ras,
     cobb_from_endplates,
     cobb_from_label_map,
     cobb_from_sitk_labels,
@@ -165,3 +166,54 @@ def test_automatic_cobb_from_a_seg_nrrd_through_the_cli(
     assert result["cobb_deg"] == pytest.approx(15.0, abs=1.0)
     assert (result["upper_end_vertebra"], result["lower_end_vertebra"]) == ("T12", "L2")
     assert result["apex_vertebra"] == "L1"
+
+
+def _crop(
+    labels: np.ndarray, ijk_to_ras: np.ndarray, first_kji: tuple[int, int, int], stop_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A sub-grid of a label volume from ``first_kji`` up to slice ``stop_k``, with its matrix."""
+    moved = ijk_to_ras.copy()
+    moved[:3, 3] = ijk_to_ras[:3, :3] @ np.array(first_kji[::-1], dtype=float) + ijk_to_ras[:3, 3]
+    k, j, i = first_kji
+    return labels[k:stop_k, j:, i:], moved
+
+
+def test_only_a_body_cut_by_the_edge_leaves_a_vertebra_out() -> None:
+    phantom = spine_phantom(TILTS_DEG[1:7], first="T11")
+    labels, ijk_to_ras, names = spine_label_map(phantom)
+    # Posteriorly the grid now ends inside every spinous process (y < -25 mm is dropped);
+    # cranially it ends 5 mm above the top vertebra's centre, halfway up its body.
+    first_j = int(np.ceil((-25.0 - ijk_to_ras[1, 3]) / ijk_to_ras[1, 1]))
+    stop_k = int(np.floor((5.0 - ijk_to_ras[2, 3]) / ijk_to_ras[2, 2]))
+    cropped, matrix = _crop(labels, ijk_to_ras, (0, first_j, 0), stop_k)
+    assert (np.unique(cropped[:, 0, :]) > 0).sum() >= 5  # processes run out posteriorly
+
+    table = cobb_from_label_map(cropped, matrix, names, "cropped")
+
+    assert set(table.not_measured) == {"tilt_T11"}
+    assert "body cut by the edge of the volume" in table.not_measured["tilt_T11"]
+    assert "on the superior edge" in table.not_measured["tilt_T11"]
+    measured = [key.split("-")[0] for key in table.rows[0].details["tilts_deg"]]
+    assert measured == ["T12", "L1", "L2", "L3", "L4"]
+
+
+@pytest.mark.parametrize("end", ["superior", "inferior"])
+def test_the_drawn_end_line_lies_on_the_endplate_at_the_body_tilt(end: str) -> None:
+    phantom = spine_phantom(TILTS_DEG[1:7], first="T11")
+    labels, ijk_to_ras, names = spine_label_map(phantom)
+    value = next(v for v, n in names.items() if n == "vertebrae_L1")
+    kji = np.argwhere(labels == value)
+    points_ras = (ijk_to_ras[:3, :3] @ kji[:, ::-1].T).T + ijk_to_ras[:3, 3]
+    index = phantom.names.index("L1")
+    tilt_deg = phantom.tilts_deg[index]
+
+    start, finish = body_end_line_ras(points_ras, tilt_deg, end)
+
+    direction = finish - start
+    assert np.degrees(np.arctan2(direction[2], direction[0])) == pytest.approx(tilt_deg, abs=1e-6)
+    assert np.linalg.norm(direction[[0, 2]]) == pytest.approx(1.5 * 40.0, abs=3.0)
+    expected = endplate_lines(phantom)[f"L1-{end}"][:, [0, 2]].mean(axis=0)
+    middle = 0.5 * (start + finish)[[0, 2]]
+    assert np.linalg.norm(middle - expected) < 1.5
+    with pytest.raises(ValueError, match="superior or inferior"):
+        body_end_line_ras(points_ras, tilt_deg, "anterior")

@@ -488,8 +488,10 @@ def segment_bones(
 
     image = sitk.GetImageFromArray(labels)
     image.CopyInformation(ct)
+    # The warnings travel back in the result and the front ends show them once per CT; the
+    # same CT is often segmented twice (threshold and label map), so they are only logged.
     for warning in warnings:
-        logger.warning(warning)
+        logger.info("bone segmentation: %s", warning)
     return BoneSegmentation(
         labels=image, names=names, metal=regions, thresholds_hu=thresholds, warnings=warnings
     )

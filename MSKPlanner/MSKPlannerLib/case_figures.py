@@ -19,6 +19,7 @@ import vtk
 from MSKPlannerLib.case_loading import LoadedImage
 from MSKPlannerLib.case_measures import names_table_for
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map
+from MSKPlannerLib.measure_cobb import body_end_line_ras
 from MSKPlannerLib.rendering import (
     PALETTE,
     LineMark,
@@ -353,7 +354,13 @@ def _cobb_figure(state: PlanState) -> Figure | None:
         f"Cobb {row.value:.1f}° "
         f"({details.get('upper_end_vertebra', '?')}–{details.get('lower_end_vertebra', '?')})"
     )
-    overlays = SliceOverlays(label_array_kji=labels_kji, label_ijk_to_ras_mm=labels_ijk_to_ras)
+    overlays = SliceOverlays(
+        lines=_cobb_lines(
+            labels_kji, labels_ijk_to_ras, label_map.names, details, float(centre_ras[1])
+        ),
+        label_array_kji=labels_kji,
+        label_ijk_to_ras_mm=labels_ijk_to_ras,
+    )
     window, level = ct.window_level
     picture = render_slice(
         ct.array_kji,
@@ -368,6 +375,52 @@ def _cobb_figure(state: PlanState) -> Figure | None:
     return Figure(
         "measurements",
         f"Vertebrae of the label map outlined on a coronal slice of {ct.title}; the Cobb angle "
-        "is measured between the most tilted vertebral bodies in the frontal plane.",
+        "is measured between the most tilted vertebral bodies in the frontal plane. The two "
+        "white lines are those bodies' tilts, drawn along the superior endplate of the upper "
+        "end vertebra and the inferior endplate of the lower one (the superior endplate of the "
+        "sacrum).",
         [picture],
     )
+
+
+def _cobb_lines(
+    labels_kji: npt.NDArray[Any],
+    ijk_to_ras_mm: npt.NDArray[np.float64],
+    names: dict[int, str],
+    details: dict[str, Any],
+    depth_ras_mm: float,
+) -> list[LineMark]:
+    """The two endplate lines of an automatic Cobb angle, labelled with vertebra and tilt.
+
+    The lines are placed for a coronal picture at RAS y = ``depth_ras_mm``; the sacrum has
+    no inferior endplate, so a caudal end at S1 is drawn along its superior one.
+    """
+    lines = []
+    tilts = details.get("tilts_deg", {})
+    lower = str(details.get("lower_end_vertebra"))
+    ends = (
+        (details.get("upper_end_vertebra"), details.get("upper_endplate"), "superior"),
+        (lower, details.get("lower_endplate"), "superior" if lower[:1] == "S" else "inferior"),
+    )
+    for vertebra, part, end in ends:
+        tilt_deg = tilts.get(f"{vertebra}-{part}")
+        values = [v for v, n in names.items() if n.lower() == f"vertebrae_{vertebra}".lower()]
+        if tilt_deg is None or not values:
+            logger.warning("Cobb line of %s not drawn: no tilt or label for it", vertebra)
+            continue
+        kji = np.argwhere(labels_kji == values[0])
+        points_ras = (ijk_to_ras_mm[:3, :3] @ kji[:, ::-1].T).T + ijk_to_ras_mm[:3, 3]
+        start, finish = body_end_line_ras(
+            points_ras, float(tilt_deg), end, overhang=0.4, depth_ras_mm=depth_ras_mm
+        )
+        label = f"{vertebra} {end} {float(tilt_deg):+.1f}°"
+        lines.append(
+            LineMark(
+                (float(start[0]), float(start[1]), float(start[2])),
+                (float(finish[0]), float(finish[1]), float(finish[2])),
+                (1.0, 1.0, 1.0),
+                label,
+                label_beside=True,
+            )
+        )
+    return lines

@@ -69,6 +69,19 @@ PRIOR_TRANSLATION_MM = (6.0, -5.0, 9.0)
 LABEL_NAMES_FILE = "label_names.json"
 
 #: TotalSegmentator label values of the vertebrae in the generated spine (S1 to T11).
+#: Added to the series description of every demo image that is not a scan of a person, so
+#: the viewer, the report titles and the figure captions all say so.
+SYNTHETIC_MARK = "(synthetic phantom)"
+
+#: Added to the prior CT's series description: it is the current CT moved, not a second scan.
+SIMULATED_PRIOR_MARK = "(simulated prior)"
+
+#: ImageComments of the simulated prior CT.
+SIMULATED_PRIOR_COMMENT = "Simulated prior made by the MSK Workbench demo: the current CT, moved."
+
+#: ImageComments of the synthetic images.
+SYNTHETIC_COMMENT = "Synthetic phantom made by the MSK Workbench demo; not an image of a person."
+
 VERTEBRA_LABELS = {26: "S1", 27: "L5", 28: "L4", 29: "L3", 30: "L2", 31: "L1", 32: "T12", 33: "T11"}
 
 
@@ -157,6 +170,7 @@ def write_ct_series(
     date: str,
     birth_date: str = BIRTH_DATE,
     body_part: str = "ABDOMEN",
+    comments: str = "",
 ) -> list[Path]:
     """Write a volume as a CT series, one uncompressed instance per slice.
 
@@ -168,6 +182,8 @@ def write_ct_series(
         4x4 IJK-to-RAS matrix (mm); converted to DICOM's LPS image position and orientation.
     folder
         Output folder (created).
+    comments
+        ImageComments of every instance (how a demo image was made); none when empty.
 
     Returns
     -------
@@ -191,6 +207,8 @@ def write_ct_series(
         ds.SeriesNumber = 2
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        if comments:
+            ds.ImageComments = comments
         ds.FrameOfReferenceUID = _uid(study_uid, "frame")
         position_lps = LPS_TO_RAS @ (matrix @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
         ds.ImagePositionPatient = [f"{v:.4f}" for v in position_lps]
@@ -317,7 +335,8 @@ def write_radiograph(
     ds = _base_dataset(CR_IMAGE_STORAGE, sop_uid, study_uid, series_uid, BIRTH_DATE, date)
     ds.Modality = "CR"
     ds.StudyDescription = "CT ABDOMEN PELVIS AND LONG LEG"
-    ds.SeriesDescription = f"Long leg AP {side}"
+    ds.SeriesDescription = f"Long leg AP {side} {SYNTHETIC_MARK}"
+    ds.ImageComments = SYNTHETIC_COMMENT
     ds.BodyPartExamined = "LEG"
     ds.Laterality = "L" if side == "left" else "R"
     ds.ViewPosition = "AP"
@@ -380,6 +399,7 @@ def build_demo_dicom(
         names = {str(value): f"vertebrae_{name}" for value, name in VERTEBRA_LABELS.items()}
         (folder / LABEL_NAMES_FILE).write_text(json.dumps(names, indent=1))
     logger.info("demo CT: %s pixels", "real" if real else "generated")
+    ct_description = "CT abdomen pelvis bone" if real else f"CT abdomen pelvis {SYNTHETIC_MARK}"
 
     write_ct_series(
         ct_kji,
@@ -387,9 +407,10 @@ def build_demo_dicom(
         dicom_folder / "current_ct",
         current_study,
         ct_series,
-        "CT abdomen pelvis bone",
+        ct_description,
         "CT ABDOMEN PELVIS AND LONG LEG",
         CURRENT_DATE,
+        comments="" if real else SYNTHETIC_COMMENT,
     )
 
     current_lps = sitk_from_array(np.asarray(ct_kji, dtype=np.float32), ct_affine)
@@ -400,9 +421,10 @@ def build_demo_dicom(
         dicom_folder / "prior_ct",
         prior_study,
         prior_series,
-        "CT abdomen pelvis bone",
+        f"{ct_description} {SIMULATED_PRIOR_MARK}",
         "CT ABDOMEN PELVIS",
         PRIOR_DATE,
+        comments=SIMULATED_PRIOR_COMMENT,
     )
 
     small = ct_kji[:: max(ct_kji.shape[0] // 8, 1), ::4, ::4][:8]

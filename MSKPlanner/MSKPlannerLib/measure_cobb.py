@@ -10,6 +10,7 @@ Public API
   body (TotalSegmentator names such as ``vertebrae_L1``).
 - :func:`cobb_from_label_map` / :func:`cobb_from_sitk_labels`: the automatic Cobb angle.
 - :func:`cobb_from_tilts`: the Cobb angle of a sequence of vertebral tilts (shared by both).
+- :func:`body_end_line_ras`: the line to draw for one end vertebra of the automatic angle.
 
 Both methods measure in the frontal (coronal) plane: positions are projected on the RAS x
 (patient right) and z (superior) axes, so a rotation of the spine about a vertical axis or
@@ -271,6 +272,96 @@ def _principal_tilt_deg(frontal_mm: FloatArray) -> float:
     return line_tilt_deg(eigenvectors[:, int(np.argmax(eigenvalues))])
 
 
+def _body_selection(points_ras_mm: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which of a vertebra's points (N, 3), RAS mm, belong to its body (the anterior half)."""
+    anterior = points_ras_mm[:, 1]
+    selected = anterior >= 0.5 * (anterior.min() + anterior.max())
+    if np.count_nonzero(selected) < 10:
+        return np.ones(len(points_ras_mm), dtype=bool)
+    return selected
+
+
+def body_end_line_ras(
+    points_ras_mm: npt.ArrayLike,
+    tilt_deg: float,
+    end: str,
+    overhang: float = 0.25,
+    depth_ras_mm: float | None = None,
+    slab_mm: float = 5.0,
+) -> tuple[FloatArray, FloatArray]:
+    """The line of an automatic Cobb angle's end vertebra, drawn at the end of its body.
+
+    The automatic angle compares the tilts of whole vertebral bodies; to show it the way a
+    Cobb angle is drawn by hand, the body's tilt is drawn as a line along its superior or
+    inferior end (its endplate), as wide as the body plus ``overhang`` on each side.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Voxel centres of the vertebra, shape (N, 3), RAS mm.
+    tilt_deg
+        The body's frontal-plane tilt (as in :class:`VertebraTilt`).
+    end
+        ``"superior"`` (the cranial end vertebra) or ``"inferior"`` (the caudal one).
+    overhang
+        Length added at each end, as a fraction of the body's width.
+    depth_ras_mm, slab_mm
+        When a coronal picture at RAS y = ``depth_ras_mm`` shows the line, the endplate is
+        found on the body's points within ``slab_mm`` of that plane (if there are enough),
+        so the line meets the outline the picture shows.
+
+    Returns
+    -------
+    start_ras_mm, end_ras_mm
+        The line's ends, RAS mm, at the body's mean anterior-posterior position (or at
+        ``depth_ras_mm``).
+    """
+    if end not in ("superior", "inferior"):
+        raise ValueError(f"end must be superior or inferior, not {end!r}")
+    points = np.asarray(points_ras_mm, dtype=float)
+    body = points[_body_selection(points)]
+    angle = np.radians(tilt_deg)
+    along = np.array([np.cos(angle), np.sin(angle)])
+    across = np.array([-np.sin(angle), np.cos(angle)])  # points superior
+    depth = float(body[:, 1].mean())
+    if depth_ras_mm is not None:
+        depth = float(depth_ras_mm)
+        near = body[np.abs(body[:, 1] - depth) <= slab_mm]
+        if len(near) >= 10:
+            body = near
+    frontal = body[:, [0, 2]]
+    offsets = frontal @ across
+    # A high quantile rather than the extreme, so a stray voxel does not lift the line.
+    level = np.quantile(offsets, 0.99 if end == "superior" else 0.01)
+    positions = frontal @ along
+    low, high = positions.min(), positions.max()
+    margin = overhang * (high - low)
+    ends = [(low - margin) * along + level * across, (high + margin) * along + level * across]
+    start, finish = (np.array([x, depth, z]) for x, z in ends)
+    return start, finish
+
+
+def _cut_sides(
+    kji: npt.NDArray[np.int64], shape: tuple[int, ...], matrix: FloatArray
+) -> list[tuple[str, int]]:
+    """Patient sides where voxels (N, 3) ``[k, j, i]`` reach the grid's edge, with counts."""
+    names = {0: ("left", "right"), 1: ("posterior", "anterior"), 2: ("inferior", "superior")}
+    sides = []
+    for axis in range(3):
+        column = matrix[:3, 2 - axis]
+        ras_axis = int(np.argmax(np.abs(column)))
+        low_name, high_name = names[ras_axis]
+        if column[ras_axis] < 0:
+            low_name, high_name = high_name, low_name
+        at_low = int(np.count_nonzero(kji[:, axis] == 0))
+        at_high = int(np.count_nonzero(kji[:, axis] == shape[axis] - 1))
+        if at_low:
+            sides.append((low_name, at_low))
+        if at_high:
+            sides.append((high_name, at_high))
+    return sides
+
+
 def _body_tilt(points_ras_mm: FloatArray) -> tuple[float, tuple[float, float], float | None]:
     """Frontal-plane tilt, centre and tilt standard error of one vertebra's voxels (N, 3), RAS mm.
 
@@ -281,11 +372,7 @@ def _body_tilt(points_ras_mm: FloatArray) -> tuple[float, tuple[float, float], f
     spread of the same tilt measured on four anterior-posterior slabs of the body, which sample
     its outline independently.
     """
-    anterior = points_ras_mm[:, 1]
-    middle = 0.5 * (anterior.min() + anterior.max())
-    body = points_ras_mm[anterior >= middle]
-    if len(body) < 10:
-        body = points_ras_mm
+    body = points_ras_mm[_body_selection(points_ras_mm)]
     frontal = body[:, [0, 2]]
     center = frontal.mean(axis=0)
     tilt = _principal_tilt_deg(frontal)
@@ -342,15 +429,15 @@ def vertebra_tilts_from_labels(
         if len(kji) < 20:
             skipped[vertebra] = f"only {len(kji)} voxels"
             continue
-        touches_edge = any(
-            kji[:, axis].min() == 0 or kji[:, axis].max() == labels.shape[axis] - 1
-            for axis in range(3)
-        )
-        if touches_edge:
-            skipped[vertebra] = "cut by the edge of the volume"
-            continue
         ijk1 = np.column_stack([kji[:, ::-1].astype(float), np.ones(len(kji))])
         ras = (matrix @ ijk1.T).T[:, :3]
+        # Only the body is measured: a process clipped by the edge does not matter, a body
+        # that runs on out of the scan does (its shape, hence its tilt, is incomplete).
+        cut = _cut_sides(kji[_body_selection(ras)], labels.shape, matrix)
+        if cut:
+            where = ", ".join(f"{count} body voxels on the {side} edge" for side, count in cut)
+            skipped[vertebra] = f"vertebral body cut by the edge of the volume ({where})"
+            continue
         tilt, center, sigma = _body_tilt(ras)
         tilts.append(
             (vertebra_order(vertebra), VertebraTilt(vertebra, tilt, center, "body", sigma))

@@ -86,12 +86,17 @@ class PointMark:
 
 @dataclass(frozen=True)
 class LineMark:
-    """A line segment drawn on a slice, between two RAS points in millimetres."""
+    """A line segment drawn on a slice, between two RAS points in millimetres.
+
+    ``label`` is written at the middle of the line, or beyond its right-hand end in the
+    picture when ``label_beside`` is set (so the text does not cover the line).
+    """
 
     start_ras_mm: tuple[float, float, float]
     end_ras_mm: tuple[float, float, float]
     colour: RGB = (0.2, 0.9, 1.0)
     label: str = ""
+    label_beside: bool = False
 
 
 @dataclass
@@ -476,9 +481,11 @@ def _add_marks(renderer: vtk.vtkRenderer, plane: SlicePlane, overlays: SliceOver
         source.SetPoint2(x1, y1, 1.0)
         renderer.AddActor(_actor(source, line.colour, line_width=2.5))
         if line.label:
-            renderer.AddActor(
-                _follower_text(line.label, ((x0 + x1) / 2, (y0 + y1) / 2), line.colour, radius_mm)
-            )
+            anchor = ((x0 + x1) / 2, (y0 + y1) / 2)
+            if line.label_beside:
+                right_x, right_y = (x0, y0) if x0 > x1 else (x1, y1)
+                anchor = (right_x + radius_mm * 0.6, right_y)
+            renderer.AddActor(_follower_text(line.label, anchor, line.colour, radius_mm))
     for point in overlays.points:
         x, y, _ = plane.to_picture(point.position_ras_mm)
         disc = vtk.vtkRegularPolygonSource()

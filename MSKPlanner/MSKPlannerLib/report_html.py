@@ -230,16 +230,27 @@ def _studies_section(studies: dict[str, Any]) -> str:
     )
 
 
+def _bone_checks(bone: dict[str, Any]) -> str:
+    """The checks cell of one bone: failures first, then where it leaves the scan, then notes."""
+    parts = [f"<b>failed:</b> {_e(warning)}" for warning in bone.get("warnings", [])]
+    sides = bone.get("cut_by_volume_edge", [])
+    if sides:
+        parts.append(f"runs out of the scan ({_e(', '.join(sides))}): closed flat at the edge")
+    parts += [_e(note) for note in bone.get("notes", [])]
+    return "; ".join(parts) if parts else "passed"
+
+
 def _reconstruction_section(reconstruction: Sequence[dict[str, Any]]) -> str:
     if not reconstruction:
         return ""
     blocks = []
     for item in reconstruction:
         rows = "".join(
-            f"<tr><td>{_e(bone['name'])}</td><td class='value'>{float(bone['volume_ml']):.1f}</td>"
+            f"<tr><td style='white-space:nowrap'>{_e(bone['name'])}</td>"
+            f"<td class='value'>{float(bone['volume_ml']):.1f}</td>"
             f"<td class='value'>{float(bone['area_cm2']):.1f}</td>"
             f"<td>{'yes' if bone.get('closed') else 'NO'}</td>"
-            f"<td class='small'>{_e('; '.join(bone.get('warnings', [])))}</td></tr>"
+            f"<td class='small'>{_bone_checks(bone)}</td></tr>"
             for bone in item.get("bones", [])
         )
         blocks.append(
@@ -295,7 +306,7 @@ def build_report_html(
         for part in (
             f"Patient ID {patient.get('patient_id') or '(empty)'}",
             name,
-            f"born {patient.get('birth_date')}" if patient.get("birth_date") else "",
+            f"born {shown_date(str(patient['birth_date']))}" if patient.get("birth_date") else "",
             f"current study {_study_line(current)}",
         )
         if part

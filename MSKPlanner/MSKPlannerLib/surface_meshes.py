@@ -28,6 +28,23 @@ logger = logging.getLogger(__name__)
 #: Difference (fraction) from which surfaces are offset back to the labelmap volume.
 VOLUME_CORRECTION_START = 0.01
 
+#: Largest accepted difference between surface volume and labelmap volume (fraction).
+VOLUME_TOLERANCE = 0.02
+
+#: Pieces of fewer voxels than this are small fragments: most of their voxels lie on their
+#: outline, so their labelmap volume is only known to within a fraction of a voxel layer.
+SMALL_PIECE_VOXELS = 1000
+
+#: Side of the voxel grid by the RAS axis (0 x, 1 y, 2 z) and sign it faces.
+_SIDE_NAMES = {
+    (0, 1): "right",
+    (0, -1): "left",
+    (1, 1): "anterior",
+    (1, -1): "posterior",
+    (2, 1): "superior",
+    (2, -1): "inferior",
+}
+
 
 @dataclass
 class SurfaceCheck:
@@ -270,3 +287,105 @@ def _match_volume(surface: Any, target_volume_mm3: float, max_offset_mm: float) 
     points[:] = original + offset_mm * normals
     surface.GetPoints().Modified()
     return offset_mm
+
+
+def sides_cut_by_volume_edge(
+    box_kji: tuple[slice, slice, slice],
+    shape_kji: tuple[int, ...],
+    ijk_to_ras_mm: npt.NDArray[np.float64],
+) -> tuple[str, ...]:
+    """Patient sides on which a piece's bounding box reaches the edge of the voxel grid.
+
+    Parameters
+    ----------
+    box_kji
+        Bounding box of the piece, slices indexed [k, j, i] of the full grid.
+    shape_kji
+        Shape of the full grid.
+    ijk_to_ras_mm
+        4x4 matrix from voxel index (i, j, k) to RAS millimetres.
+
+    Returns
+    -------
+    tuple of str
+        ``"superior"``, ``"left"``, ... for each grid face the piece touches (the bone goes
+        on beyond the scan there), in grid-axis order; empty when it lies wholly inside.
+    """
+    matrix = np.asarray(ijk_to_ras_mm, dtype=float)[:3, :3]
+    sides: list[str] = []
+    for array_axis, index_axis in enumerate((2, 1, 0)):
+        column = matrix[:, index_axis]
+        ras_axis = int(np.argmax(np.abs(column)))
+        ascending = 1 if column[ras_axis] > 0 else -1
+        if box_kji[array_axis].start == 0:
+            sides.append(_SIDE_NAMES[(ras_axis, -ascending)])
+        if box_kji[array_axis].stop == shape_kji[array_axis]:
+            sides.append(_SIDE_NAMES[(ras_axis, ascending)])
+    return tuple(sides)
+
+
+def judge_surface(
+    check: SurfaceCheck, labelmap_mm3: float, voxel_count: int, spacing_mm: float
+) -> tuple[list[str], list[str]]:
+    """Decide whether a bone surface is faithful to its labelmap.
+
+    A surface fails when it has holes or non-manifold edges, when its normals are not
+    consistently outward, or when its volume is off the labelmap volume. For ordinary pieces
+    the volume must agree within :data:`VOLUME_TOLERANCE`. A small fragment (fewer than
+    :data:`SMALL_PIECE_VOXELS` voxels, such as a rib end at a few millimetres per voxel) is
+    mostly outline: its voxel count cannot tell its volume better than a fraction of a voxel
+    layer over its whole area, and contouring shrinks thin parts by more than the
+    half-voxel correction restores. Its volume difference is therefore judged as a mean
+    distance between the surface and the voxel outline (volume difference over area): up to
+    half a voxel is what the grid resolves; more, as for a collapsed surface, still fails.
+
+    Parameters
+    ----------
+    check
+        The surface's :func:`check_surface` figures (mm).
+    labelmap_mm3
+        Voxel count times voxel volume, mm^3.
+    voxel_count
+        Number of voxels of the piece.
+    spacing_mm
+        Smallest voxel spacing, mm.
+
+    Returns
+    -------
+    problems, notes
+        Sentences for real failures, and for facts the reader should know that are not
+        failures (a small fragment judged by its mean distance).
+    """
+    problems: list[str] = []
+    notes: list[str] = []
+    if not check.closed:
+        problems.append(
+            f"surface is not closed ({check.boundary_edges} boundary, "
+            f"{check.non_manifold_edges} non-manifold edges)"
+        )
+    if not (check.consistent and check.outward):
+        problems.append("surface normals are not consistently outward")
+    if labelmap_mm3 <= 0:
+        return problems, notes
+    difference_mm3 = abs(check.volume_mm3 - labelmap_mm3)
+    if difference_mm3 <= VOLUME_TOLERANCE * labelmap_mm3:
+        return problems, notes
+    surface_ml, labelmap_ml = check.volume_mm3 / 1000, labelmap_mm3 / 1000
+    if voxel_count >= SMALL_PIECE_VOXELS or check.area_mm2 <= 0:
+        problems.append(
+            f"surface volume {surface_ml:.2f} ml differs from the labelmap volume "
+            f"{labelmap_ml:.2f} ml by more than {VOLUME_TOLERANCE:.0%}"
+        )
+        return problems, notes
+    mean_distance_mm = difference_mm3 / check.area_mm2
+    allowed_mm = 0.5 * spacing_mm
+    fragment = (
+        f"small fragment ({voxel_count} voxels, surface {surface_ml:.2f} ml, labelmap "
+        f"{labelmap_ml:.2f} ml): surface on average {mean_distance_mm:.2f} mm from the voxel "
+        "outline"
+    )
+    if mean_distance_mm > allowed_mm:
+        problems.append(f"{fragment}, more than half a voxel ({allowed_mm:.2f} mm)")
+    else:
+        notes.append(f"{fragment}, within half a voxel ({allowed_mm:.2f} mm)")
+    return problems, notes

@@ -18,7 +18,10 @@ Surfaces come from slicer-core's own closed-surface conversion rule with its def
 smoothing (see :mod:`MSKPlannerLib.surface_meshes`), run per bone on the bone's bounding box;
 the segments share one labelmap, so nothing is imported or thresholded twice. Every surface
 is checked: no boundary or non-manifold edges, consistent outward orientation, and volume
-against the labelmap. Geometry is in RAS millimetres throughout.
+against the labelmap (small fragments within half a voxel, see
+:func:`~MSKPlannerLib.surface_meshes.judge_surface`). A bone that reaches the edge of the
+scan is closed by a flat face there and marked as cut, not as failed. Geometry is in RAS
+millimetres throughout.
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ from MSKPlannerLib.bone_segmentation import (
     segment_bones,
 )
 from MSKPlannerLib.label_maps import LabelMap, read_label_map
-from MSKPlannerLib.surface_meshes import SurfaceCheck, check_surface, surface_from_mask
+from MSKPlannerLib.surface_meshes import (
+    SurfaceCheck,
+    check_surface,
+    judge_surface,
+    sides_cut_by_volume_edge,
+    surface_from_mask,
+)
 from MSKPriorsLib.frames import LPS_TO_RAS, vtk_matrix_from_numpy
 from MSKPriorsLib.mrml_volumes import (
     ijk_to_ras_of,
@@ -53,9 +62,6 @@ from MSKPriorsLib.mrml_volumes import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Largest accepted difference between surface volume and labelmap volume (fraction).
-VOLUME_TOLERANCE = 0.02
 
 #: Label colours (RGB 0..1), cycled through the bones.
 BONE_COLOURS = (
@@ -132,7 +138,13 @@ class BoneSurface:
     model_node
         Model node in the scene, if models were added.
     warnings
-        Problems with this bone.
+        Problems with this bone: its surface failed a check.
+    notes
+        Facts about this bone that are not failures (a small fragment judged by the mean
+        distance of its surface to the voxel outline).
+    cut_by_volume_edge
+        Patient sides (``"superior"``, ...) where the bone reaches the edge of the scan and
+        its surface is closed by a flat face; empty when it lies wholly inside.
     """
 
     name: str
@@ -146,6 +158,8 @@ class BoneSurface:
     files: dict[str, Path] = field(default_factory=dict)
     model_node: Any = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cut_by_volume_edge: tuple[str, ...] = ()
 
     @property
     def closed(self) -> bool:
@@ -163,6 +177,8 @@ class BoneSurface:
             "closed": self.closed,
             "files": {kind: str(path) for kind, path in self.files.items()},
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "cut_by_volume_edge": list(self.cut_by_volume_edge),
         }
 
 
@@ -367,6 +383,10 @@ def reconstruct_bones(
     warnings = list(segmentation.warnings)
     for bone in bones:
         warnings.extend(f"{bone.name}: {warning}" for warning in bone.warnings)
+    cut = [bone for bone in bones if bone.cut_by_volume_edge]
+    if cut:
+        what = "thresholded bone pieces" if label_map is None else "labelled bones"
+        warnings.append(_cut_by_edge_sentence(cut, len(bones), what))
     result = ReconstructionResult(
         segmentation_node=node,
         bones=bones,
@@ -387,6 +407,16 @@ def reconstruct_bones(
     return result
 
 
+def _cut_by_edge_sentence(cut: list[BoneSurface], total: int, what: str) -> str:
+    """One sentence naming the bones that run out of the scan, and on which sides."""
+    named = ", ".join(f"{bone.name} ({'/'.join(bone.cut_by_volume_edge)})" for bone in cut[:6])
+    more = f" and {len(cut) - 6} more" if len(cut) > 6 else ""
+    return (
+        f"{len(cut)} of {total} {what} run out of the scan: {named}{more}; their surfaces are "
+        "closed flat at the edge of the scan and show only the part inside it"
+    )
+
+
 def _surfaces(
     node: Any,
     volume_node: Any,
@@ -398,6 +428,7 @@ def _surfaces(
     labels_kji = sitk.GetArrayViewFromImage(segmentation.labels)
     ijk_to_ras = ijk_to_ras_of(volume_node)
     voxel_ml = float(abs(np.linalg.det(ijk_to_ras[:3, :3]))) / 1000.0
+    spacing_mm = float(np.linalg.norm(ijk_to_ras[:3, :3], axis=0).min())
     surface_name = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
     bones = []
     for value, box in sorted(label_boxes(segmentation.labels).items()):
@@ -405,13 +436,15 @@ def _surfaces(
             continue
         mask = labels_kji[box] == value
         offset = (box[0].start, box[1].start, box[2].start)
-        labelmap_ml = float(np.count_nonzero(mask)) * voxel_ml
+        voxel_count = int(np.count_nonzero(mask))
+        labelmap_ml = voxel_count * voxel_ml
         target = labelmap_ml * 1000.0 if options.preserve_volume else None
         notes: list[str] = []
         polydata = surface_from_mask(
             mask, ijk_to_ras, options.smoothing_factor, options.decimate, offset, target, notes
         )
         check = check_surface(polydata)
+        problems, facts = judge_surface(check, labelmap_ml * 1000.0, voxel_count, spacing_mm)
         bone = BoneSurface(
             name=segmentation.names[value],
             label_value=value,
@@ -421,20 +454,10 @@ def _surfaces(
             volume_ml=check.volume_mm3 / 1000.0,
             area_cm2=check.area_mm2 / 100.0,
             check=check,
-            warnings=notes,
+            warnings=notes + problems,
+            notes=facts,
+            cut_by_volume_edge=sides_cut_by_volume_edge(box, labels_kji.shape, ijk_to_ras),
         )
-        if not check.closed:
-            bone.warnings.append(
-                f"surface is not closed ({check.boundary_edges} boundary, "
-                f"{check.non_manifold_edges} non-manifold edges)"
-            )
-        if not (check.consistent and check.outward):
-            bone.warnings.append("surface normals are not consistently outward")
-        if labelmap_ml > 0 and abs(bone.volume_ml / labelmap_ml - 1) > VOLUME_TOLERANCE:
-            bone.warnings.append(
-                f"surface volume {bone.volume_ml:.2f} ml differs from the labelmap volume "
-                f"{labelmap_ml:.2f} ml by more than {VOLUME_TOLERANCE:.0%}"
-            )
         node.GetSegmentation().GetSegment(segment_ids[value]).AddRepresentation(
             surface_name, polydata
         )
