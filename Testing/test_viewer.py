@@ -45,16 +45,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PATIENT_ID = "MSKWB-VIEWER-1"
 
 #: Lower-limb landmarks of a right leg (+x is patient right) in the coronal plane through the
-#: middle of the CT (A 187.5 mm, S -785.5 mm), RAS mm, so the slice views show them.
+#: middle of the CT (A 187.5 mm), RAS mm, so the slice views show them. The leg is scaled to a
+#: tenth about the knee so that every point lies inside the test CT (a 38 mm slab, S -804.5 to
+#: -766.5 mm): the viewer refuses landmarks outside the image, and angles do not change with scale.
 LANDMARKS_RAS_MM = {
-    "hip_center": (80.0, 187.5, -615.0),
+    "hip_center": (71.0, 187.5, -768.0),
     "knee_center_femur": (70.0, 187.5, -785.0),
-    "knee_center_tibia": (70.0, 187.5, -793.0),
-    "ankle_center": (75.0, 187.5, -965.0),
-    "femoral_condyle_medial": (45.0, 187.5, -787.0),
-    "femoral_condyle_lateral": (95.0, 187.5, -785.0),
-    "tibial_plateau_medial": (45.0, 187.5, -791.0),
-    "tibial_plateau_lateral": (95.0, 187.5, -792.0),
+    "knee_center_tibia": (70.0, 187.5, -785.8),
+    "ankle_center": (70.5, 187.5, -803.0),
+    "femoral_condyle_medial": (67.5, 187.5, -785.2),
+    "femoral_condyle_lateral": (72.5, 187.5, -785.0),
+    "tibial_plateau_medial": (67.5, 187.5, -785.6),
+    "tibial_plateau_lateral": (72.5, 187.5, -785.7),
 }
 
 
@@ -284,7 +286,7 @@ def test_moving_a_landmark_changes_the_measurement_in_the_page(
     click_landmark_button(page, "hip_center", "move-r")
     after = wait_for_measurement(page, "hka_deg", other_than=before, timeout_s=30)
     moved = dict(LANDMARKS_RAS_MM)
-    moved["hip_center"] = (85.0, 187.5, -615.0)
+    moved["hip_center"] = (76.0, 187.5, -768.0)
     expected_after = alignment_angles_deg(moved, "right")["hka_deg"]
 
     assert float(after.split()[0].rstrip("°")) == pytest.approx(expected_after, abs=0.06)

@@ -37,9 +37,9 @@ from mskworkbench.web.placement import ClickPlacement, PlacementStatus
 #: Right hip landmarks on a radiograph in the frontal plane (RAS mm, A constant).
 HIP_RAS_MM = {
     "femoral_head_center": (95.0, 0.0, 40.0),
-    "femoral_neck_center": (75.0, 0.0, 25.0),
-    "femoral_shaft_proximal": (62.0, 0.0, -20.0),
-    "femoral_shaft_distal": (58.0, 0.0, -140.0),
+    "femoral_neck_center": (110.0, 0.0, 25.0),
+    "femoral_shaft_proximal": (128.0, 0.0, -20.0),
+    "femoral_shaft_distal": (132.0, 0.0, -140.0),
     "acetabulum_lateral_edge": (120.0, 0.0, 62.0),
     "acetabulum_inferior_edge": (85.0, 0.0, 15.0),
     "teardrop_right": (55.0, 0.0, 10.0),
@@ -161,7 +161,7 @@ def test_cobb_endplate_lines_measure_live(app_context: AppContext) -> None:
 
     assert [row["label"] for row in live.rows()] == ["T12-inferior", "L2-superior", "L4-inferior"]
     assert before["rows"][0]["key"] == "cobb_deg"
-    assert float(before["rows"][0]["value"].split()[0]) == pytest.approx(
+    assert float(before["rows"][0]["value"].split()[0].rstrip("°")) == pytest.approx(
         expected.rows[0].value, abs=0.05
     )
     assert before["rows"][0]["note"] == "T12 to L4, apex L2"

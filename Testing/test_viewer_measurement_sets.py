@@ -50,9 +50,9 @@ SPINE = "MSKWB-SETS-SPINE"
 #: S = 0 (it has no orientation), columns toward RAS -x and rows toward RAS -y (the feet).
 HIP_RAS_MM = {
     "femoral_head_center": (-150.0, -160.0, 0.0),
-    "femoral_neck_center": (-170.0, -175.0, 0.0),
-    "femoral_shaft_proximal": (-183.0, -220.0, 0.0),
-    "femoral_shaft_distal": (-187.0, -340.0, 0.0),
+    "femoral_neck_center": (-130.0, -175.0, 0.0),
+    "femoral_shaft_proximal": (-117.0, -220.0, 0.0),
+    "femoral_shaft_distal": (-113.0, -340.0, 0.0),
     "acetabulum_lateral_edge": (-125.0, -138.0, 0.0),
     "acetabulum_inferior_edge": (-160.0, -185.0, 0.0),
     "teardrop_right": (-190.0, -190.0, 0.0),
@@ -169,7 +169,9 @@ def test_lengths_on_a_radiograph_without_spacing_are_refused_with_the_reason(
     page: Browser, tmp_path: Path
 ) -> None:
     open_study(page, NO_SPACING, "2024-01-03", 1)
-    page.wait_for("window.trame.state.get('measurement_set') === 'hip'", 10)
+    # Opening a study starts an empty case with the default set: the reader chooses again.
+    assert page.evaluate("window.trame.state.get('measurement_set')") == "alignment"
+    _choose(page, "#set-hip", "measurement_set", "hip")
     landmark_file = tmp_path / "hip_right.mrk.json"
     write_markups_json(
         landmark_file, {k: np.array(v) for k, v in HIP_RAS_MM.items()}, description="right"

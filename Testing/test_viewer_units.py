@@ -68,5 +68,5 @@ def test_person_names_are_shown_family_first() -> None:
 
 
 def test_measurement_values_carry_their_unit() -> None:
-    assert format_value(176.04, "deg") == "176.0 °"
+    assert format_value(176.04, "deg") == "176.0°"
     assert format_value(-9.96, "mm") == "-10.0 mm"

@@ -169,12 +169,28 @@ def _place_results(state: PlanState, image: LoadedImage, result: Any) -> None:
         result.segmentation_node.SetAndObserveTransformNodeID(image.transform_node.GetID())
 
 
-def _extent_contains(image: LoadedImage, points_ras_mm: npt.NDArray[np.float64]) -> bool:
-    shape = image.array_kji.shape
-    corners = volume_corners_ras(shape, image.ijk_to_ras_mm)
+def points_outside_extent(
+    points_ras_mm: npt.ArrayLike, shape_kji: tuple[int, ...], ijk_to_ras_mm: npt.ArrayLike
+) -> int:
+    """How many points lie outside an image's extent (beyond :data:`EXTENT_TOLERANCE_MM`).
+
+    Parameters
+    ----------
+    points_ras_mm
+        Positions, shape (N, 3), world RAS mm; a non-finite position counts as outside.
+    shape_kji
+        The image's voxel array shape (slices, rows, columns).
+    ijk_to_ras_mm
+        4x4 IJK-to-RAS matrix of the image.
+    """
+    points = np.asarray(points_ras_mm, dtype=float).reshape(-1, 3)
+    corners = volume_corners_ras(shape_kji, np.asarray(ijk_to_ras_mm, dtype=float))
     low = corners.min(axis=0) - EXTENT_TOLERANCE_MM
     high = corners.max(axis=0) + EXTENT_TOLERANCE_MM
-    return bool(np.all((points_ras_mm >= low) & (points_ras_mm <= high)))
+    inside = np.all((points >= low) & (points <= high), axis=1) & np.all(
+        np.isfinite(points), axis=1
+    )
+    return int((~inside).sum())
 
 
 def landmark_image(
@@ -190,7 +206,7 @@ def landmark_image(
         i for i in current if i.kind == "volume"
     ]
     for image in ordered:
-        if _extent_contains(image, points):
+        if not points_outside_extent(points, image.array_kji.shape, image.ijk_to_ras_mm):
             calibration = image.calibration if image.kind == "radiograph" else VOLUME_GEOMETRY
             return image, calibration or UNCALIBRATED, image.series_uid
     state.warn(

@@ -60,6 +60,7 @@ INITIAL_STATE: dict[str, Any] = {
     "preset": case_workflow.PROTOCOL_PRESET,
     "linked": True,
     "status_message": "Search for a patient or study to begin.",
+    "status_details": [],
     "error_message": "",
     "busy": False,
     "plan_running": False,
@@ -71,6 +72,13 @@ INITIAL_STATE: dict[str, Any] = {
     "registration_message": "",
     **INITIAL_PANEL_STATE,
 }
+
+#: The page state that belongs to the open case; all of it goes when another study is opened.
+CASE_STATE_KEYS = tuple(
+    key
+    for key in INITIAL_STATE
+    if key not in ("search_text", "studies", "status_message", "error_message", "busy")
+)
 
 
 class ViewerApp:
@@ -114,6 +122,8 @@ class ViewerApp:
         self.plans = PlanJobs(self.work_dir, self._on_plan_progress)
 
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Counts the cases cleared, so that late results of a previous case are dropped.
+        self._case_serial = 0
         self.readers = SingleReader(self.end_session, lambda: self.server.port)
         self._init_state()
         self.placement = ClickPlacement(
@@ -247,10 +257,31 @@ class ViewerApp:
             return
         with self.state:
             self.state.studies = [case_workflow.study_row(study) for study in found]
-            self.state.status_message = f"{len(found)} studies found."
+            self.state.status_message = (
+                f"{len(found)} {'study' if len(found) == 1 else 'studies'} found."
+            )
+
+    def clear_case(self) -> None:
+        """Remove the open case from the scene and the page: views, identity, priors, landmarks.
+
+        Called before another study is read, so that a study that fails to open leaves an
+        empty case with its error, never the previous patient's images beside the new search.
+        """
+        self._case_serial += 1
+        self.placement.cancel()
+        self.workflow.close_case()
+        self.show_layout(EMPTY_LAYOUT, False)
+        with self.state:
+            initial = copy.deepcopy(INITIAL_STATE)
+            self.state.update({key: initial[key] for key in CASE_STATE_KEYS})
 
     async def open_study(self, study_uid: str) -> None:
-        """Open a study and hang it with its priors as its hanging protocol says."""
+        """Open a study and hang it with its priors as its hanging protocol says.
+
+        The previous case is cleared first; a plan still running keeps writing its own
+        folder, but its progress and downloads no longer reach the page.
+        """
+        self.clear_case()
         try:
             opened = await self._run_blocking(
                 "Retrieving and reading the study and its priors...",
@@ -306,7 +337,10 @@ class ViewerApp:
             self.state.placing = None
             hanging = self.workflow.hanging
             shown = f"Study opened with hanging protocol {hanging.rule}." if hanging else ""
-            self.state.status_message = " ".join([shown or "Study opened.", *warnings])
+            # The header keeps a short status; what the reader must know goes in the side
+            # panel, where long sentences wrap.
+            self.state.status_message = shown or "Study opened."
+            self.state.status_details = list(warnings)
             self.panel.publish()
 
     def _on_linked(self, linked: bool, **_: Any) -> None:
@@ -333,7 +367,9 @@ class ViewerApp:
             self._report_error(ValueError("open a study before planning it"))
             return
         if self.plans.is_running:
+            self._report_error(ValueError("the plan of the previous study is still running"))
             return
+        planned_case = self._case_serial
         with self.state:
             self.state.plan_running = True
             self.state.plan_progress = 0
@@ -348,6 +384,8 @@ class ViewerApp:
             with self.state:
                 self.state.plan_message = f"The plan failed: {error}"
             downloads = []
+        if planned_case != self._case_serial:
+            return  # another study was opened meanwhile: this plan is not the page's
         with self.state:
             self.state.plan_running = False
             self.state.plan_downloads = downloads
@@ -361,6 +399,8 @@ class ViewerApp:
             return
 
         def publish() -> None:
+            if not self.state.plan_running:
+                return  # another study was opened meanwhile: this plan is not the page's
             with self.state:
                 self.state.plan_progress = round(100 * fraction)
                 self.state.plan_message = message

@@ -16,7 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from MSKPlannerLib.bone_segmentation import segment_bones
+from MSKPlannerLib.bone_segmentation import BoneSegmentationOptions, segment_bones
+from MSKPlannerLib.case_measures import BONE_PRESET, MIN_BONE_PIECE_ML
 from MSKPlannerLib.surface_reconstruction import surface_from_mask
 from MSKPriorsLib.mrml_volumes import ijk_to_ras_from_sitk
 
@@ -54,7 +55,10 @@ def reconstruct(image: sitk.Image, modality: str) -> tuple[list[BoneSurface], li
         return [], [
             f"3D bones are reconstructed from CT only (this series is {modality or 'unknown'})."
         ]
-    segmentation = segment_bones(image)
+    # The plan's (and its report's) bone threshold: the default cortical threshold keeps only
+    # the densest cortices of a CT, which the 3D view showed as scattered fragments.
+    options = BoneSegmentationOptions(preset=BONE_PRESET, min_island_ml=MIN_BONE_PIECE_ML)
+    segmentation = segment_bones(image, options)
     labels_kji = sitk.GetArrayViewFromImage(segmentation.labels)
     ijk_to_ras = ijk_to_ras_from_sitk(image)
     surfaces = []
@@ -79,5 +83,7 @@ def show(case: Any, surfaces: list[BoneSurface]) -> list[Any]:
         display.SetColor(*BONE_COLOR)
         display.ScalarVisibilityOff()
         display.SetVisibility2D(False)
+        # Both faces are drawn lit: a surface cut open by the image's edge stays solid.
+        display.SetBackfaceCulling(False)
         nodes.append(node)
     return nodes

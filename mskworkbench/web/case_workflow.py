@@ -37,7 +37,7 @@ from mskworkbench.web.hanging_read import (
     read_hanging,
     view_labels,
 )
-from mskworkbench.web.landmark_files import import_markups
+from mskworkbench.web.landmark_files import ImportedLandmarks, import_markups
 from mskworkbench.web.landmark_sets import calibration_of
 from mskworkbench.web.sources import ViewerSource
 from mskworkbench.web.study_rows import (
@@ -352,16 +352,21 @@ class CaseWorkflow:
         """Move one landmark (or one end of a line) along a RAS axis; the measurements follow."""
         self.landmarks.move(label, axis, step_mm, point_index)
 
-    def import_landmarks(self, file_name: str, content: bytes) -> str:
-        """Place the landmarks of a Slicer markups JSON file; return the side it names.
+    def import_landmarks(self, file_name: str, content: bytes) -> ImportedLandmarks:
+        """Place the landmarks of a Slicer markups JSON file on the current image.
 
+        Landmarks outside the current image are refused (they were placed on another one).
         See :func:`~mskworkbench.web.landmark_files.import_markups`.
         """
-        if self.case.current is None:
+        reference = self.series.get(self.reference_uid)
+        if self.case.current is None or reference is None:
             raise ValueError("open a study before loading landmarks")
-        found = import_markups(self.landmarks, file_name, content)
-        self.case.jump_to(found)
-        return self.landmarks.side
+        image_name = f"the current image (series {self.reference_uid})"
+        imported = import_markups(
+            self.landmarks, file_name, content, reference.volume.image, image_name
+        )
+        self.case.jump_to(imported.center_ras_mm)
+        return imported
 
     def plan_inputs(self, folder: Path) -> dict[str, Any]:
         """What the plan of the open case needs; the landmarks are written to ``folder``."""

@@ -3,17 +3,63 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
 
+from MSKPlannerLib.case_measures import points_outside_extent
 from MSKPlannerLib.landmarks import read_markups_json
+from MSKPriorsLib.frames import ijk_to_ras_from_sitk
 from mskworkbench.web.landmark_sets import set_of_label
 from mskworkbench.web.measurements import LiveLandmarks
 
 
-def import_markups(landmarks: LiveLandmarks, file_name: str, content: bytes) -> np.ndarray:
+@dataclass
+class ImportedLandmarks:
+    """What loading a landmark file did.
+
+    Attributes
+    ----------
+    center_ras_mm
+        The mean of the positions taken (3,), RAS mm, for the views to go to.
+    replaced
+        Labels (or endplate line names) that were placed before and now hold the file's
+        positions, in the file's order.
+    """
+
+    center_ras_mm: npt.NDArray[np.float64]
+    replaced: list[str] = field(default_factory=list)
+
+
+def points_outside_image(points_ras_mm: npt.ArrayLike, image: sitk.Image) -> int:
+    """How many points lie outside an image's extent, beyond the plan's tolerance.
+
+    The extent and tolerance are those the plan uses to find the image landmarks belong to
+    (:data:`~MSKPlannerLib.case_measures.EXTENT_TOLERANCE_MM`).
+
+    Parameters
+    ----------
+    points_ras_mm
+        Positions (N, 3), world RAS mm.
+    image
+        The image the landmarks are to be measured on (geometry in LPS mm).
+    """
+    size = image.GetSize()
+    shape_kji = (size[2] if len(size) > 2 else 1, size[1], size[0])
+    return points_outside_extent(points_ras_mm, shape_kji, ijk_to_ras_from_sitk(image))
+
+
+def import_markups(
+    landmarks: LiveLandmarks,
+    file_name: str,
+    content: bytes,
+    image: sitk.Image | None = None,
+    image_name: str = "the image",
+) -> ImportedLandmarks:
     """Place the landmarks of a Slicer markups JSON file into the case's live landmarks.
 
     Points whose label belongs to a measurement set, and endplate lines, are taken; positions
@@ -29,17 +75,21 @@ def import_markups(landmarks: LiveLandmarks, file_name: str, content: bytes) -> 
         The file's name as the reader chose it (named in error messages).
     content
         The file's bytes.
+    image
+        The image the landmarks are measured on; landmarks outside it are refused.
+    image_name
+        How error messages name that image.
 
     Returns
     -------
-    numpy.ndarray
-        The mean of the positions taken (3,), RAS mm, for the views to go to.
+    ImportedLandmarks
+        Where the views should go, and which placed landmarks were replaced.
 
     Raises
     ------
     ValueError
-        When the file is not markups JSON or holds no landmark of any measurement set; the
-        landmarks are then unchanged.
+        When the file is not markups JSON, holds no landmark of any measurement set, or holds
+        landmarks outside ``image``; the landmarks are then unchanged.
     """
     with tempfile.TemporaryDirectory(prefix="mskwb-landmarks-") as folder:
         path = Path(folder) / (Path(file_name).name or "landmarks.mrk.json")
@@ -54,6 +104,15 @@ def import_markups(landmarks: LiveLandmarks, file_name: str, content: bytes) -> 
     wanted.update({k: list(v) for k, v in found.lines_ras_mm.items() if set_of_label(k)})
     if not wanted:
         raise ValueError(f"{file_name} holds none of the landmarks of the measurement sets")
+    every_point = np.asarray([p for points in wanted.values() for p in points], dtype=float)
+    if image is not None:
+        outside = points_outside_image(every_point, image)
+        if outside:
+            raise ValueError(
+                f"{outside} of {len(every_point)} landmark points of {file_name} lie outside "
+                f"{image_name}; they were not placed on this image"
+            )
+    placed = set(landmarks.positions_ras_mm()) | set(landmarks.lines_ras_mm())
     kinds = [set_of_label(label) for label in wanted]
     if landmarks.kind not in kinds:
         landmarks.set_kind(max(set(kinds), key=kinds.count))
@@ -61,4 +120,6 @@ def import_markups(landmarks: LiveLandmarks, file_name: str, content: bytes) -> 
     landmarks.set_side(found.side or "")
     for label, positions in wanted.items():
         landmarks.set_points(label, positions)
-    return np.mean([p for positions in wanted.values() for p in positions], axis=0)
+    return ImportedLandmarks(
+        np.mean(every_point, axis=0), [label for label in wanted if label in placed]
+    )

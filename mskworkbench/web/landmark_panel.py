@@ -33,6 +33,7 @@ INITIAL_PANEL_STATE: dict[str, Any] = {
     "side": "",
     "landmark_upload": None,
     "landmarks_loaded_from": "",
+    "landmark_notice": "",
     "measurement_set": "alignment",
     "measurement_sets": [{"value": k, "title": v.title} for k, v in MEASUREMENT_SETS.items()],
     "calibration": "",
@@ -42,6 +43,16 @@ INITIAL_PANEL_STATE: dict[str, Any] = {
     "cobb_vertebra": "L1",
     "cobb_endplate": "superior",
 }
+
+
+def replaced_notice(file_name: str, replaced: list[str]) -> str:
+    """The sentence telling the reader which placed landmarks a loaded file replaced."""
+    if not replaced:
+        return ""
+    return (
+        f"{file_name or 'The file'} replaced {len(replaced)} landmark"
+        f"{'' if len(replaced) == 1 else 's'} placed before: {', '.join(replaced)}."
+    )
 
 
 class LandmarkPanel:
@@ -188,7 +199,7 @@ class LandmarkPanel:
                 continue
             name = str(item.get("name", "")) if isinstance(item, dict) else ""
             try:
-                side = self.workflow.import_landmarks(name, item["content"])
+                imported = self.workflow.import_landmarks(name, item["content"])
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 kept = " The landmarks shown are unchanged." if self.landmarks.nodes else ""
                 reason = str(error).rstrip(".") or type(error).__name__
@@ -198,8 +209,10 @@ class LandmarkPanel:
                 with self.state:
                     self.state.landmark_upload = None
                 return
+            side = self.landmarks.side
             with self.state:
                 self.state.error_message = ""
+                self.state.landmark_notice = replaced_notice(name, imported.replaced)
                 self.state.side = side
                 self.state.landmarks_loaded_from = name
                 message = f"Landmarks loaded from {name or 'the file'}"

@@ -12,6 +12,12 @@ from typing import Any
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
+#: Style of text that must wrap, even inside long unbroken words such as UIDs.
+WRAPPED = "white-space: normal; overflow-wrap: anywhere;"
+
+#: Style of the landmark table's cells: narrow padding, so the table fits the panel.
+_CELL = "padding: 0 4px;"
+
 
 def data_attribute(name: str, expression: str) -> dict[str, Any]:
     """Keyword arguments binding the HTML attribute ``data-<name>`` to a JavaScript expression."""
@@ -107,6 +113,18 @@ def _landmark_inputs() -> None:
             prepend_icon="mdi-map-marker-plus",
             id="landmark-file",
         )
+        v3.VAlert(
+            "{{ landmark_notice }}",
+            v_if=("landmark_notice",),
+            type="warning",
+            variant="tonal",
+            density="compact",
+            closable=True,
+            click_close="landmark_notice = ''",
+            id="landmark-notice",
+            classes="my-2 text-caption",
+            style=WRAPPED,
+        )
         html.Div(
             "Loaded: {{ landmarks_loaded_from }}",
             v_if=("landmarks_loaded_from",),
@@ -144,14 +162,15 @@ def _landmark_rows() -> None:
         html.Tbody(),
         html.Tr(v_for="lm in landmarks", key="lm.label", classes="landmark-row"),
     ):
-        html.Td("{{ lm.label }}", classes="text-caption text-no-wrap")
-        html.Td("{{ lm.ras }}", classes="text-caption text-no-wrap landmark-ras")
-        with html.Td(classes="text-no-wrap"):
+        html.Td("{{ lm.label }}", classes="text-caption", style=_CELL + WRAPPED)
+        html.Td("{{ lm.ras }}", classes="text-caption landmark-ras", style=_CELL)
+        with html.Td(classes="text-no-wrap", style=_CELL):
             v3.VBtn(
                 icon="mdi-crosshairs-gps",
                 size="x-small",
                 variant="text",
                 title="Place with the next click(s) in a slice view",
+                density="compact",
                 click="trigger('place_landmark', [lm.label])",
                 classes="place-landmark",
                 **data_attribute("label", "lm.label"),
@@ -162,9 +181,10 @@ def _landmark_rows() -> None:
                 key="move.key",
                 size="x-small",
                 variant="text",
+                min_width=0,
                 disabled=("!lm.placed",),
                 click="trigger('move_landmark', [lm.label, move.axis, landmark_step_mm, move.index])",
-                classes=("'move-landmark move-' + move.key",),
+                classes=("'move-landmark px-1 move-' + move.key",),
                 **data_attribute("label", "lm.label"),
             )
 

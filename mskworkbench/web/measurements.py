@@ -59,8 +59,15 @@ def row_note(details: dict[str, Any]) -> str:
 
 
 def format_value(value: float, unit: str) -> str:
-    """A measurement value as the page shows it."""
-    return f"{value:.1f} {'°' if unit == 'deg' else unit}".strip()
+    """A measurement value as the page (and the report) shows it: ``176.0°``, ``36.0 mm``."""
+    if unit == "deg":
+        return f"{value:.1f}°"
+    return f"{value:.1f} {unit}".strip()
+
+
+def format_uncertainty(uncertainty: float | None, unit: str) -> str:
+    """A value's uncertainty with its unit (``± 0.6°``); empty when it is not known."""
+    return "" if uncertainty is None else f"± {format_value(uncertainty, unit)}"
 
 
 class LiveLandmarks:
@@ -328,7 +335,7 @@ class LiveLandmarks:
                 "key": row.key,
                 "label": row.label,
                 "value": format_value(row.value, row.unit),
-                "uncertainty": "" if row.uncertainty is None else f"± {row.uncertainty:.1f}",
+                "uncertainty": format_uncertainty(row.uncertainty, row.unit),
                 "method": row.method,
                 "note": row_note(row.details),
             }

@@ -16,7 +16,7 @@ from trame_slicer.app.logic import connect_slice_view_slider_to_state
 from trame_slicer.app.ui.slider import Slider
 
 from mskworkbench.web.hanging_layout import VIEW_COLORS
-from mskworkbench.web.measurement_panel import data_attribute, measurement_panel
+from mskworkbench.web.measurement_panel import WRAPPED, data_attribute, measurement_panel
 
 
 def _search_panel() -> None:
@@ -30,6 +30,8 @@ def _search_panel() -> None:
                 density="compact",
                 hide_details=True,
                 clearable=True,
+                # Vuetify's field declares no key events: the Vue listener is named here.
+                __events=[("keyup_enter", "keyup.enter")],
                 keyup_enter="trigger('search', [search_text])",
             )
             v3.VBtn(
@@ -85,6 +87,14 @@ def _priors_panel() -> None:
                     v_for="reason in hanging.unfilled",
                     key="reason",
                     classes="text-caption text-warning",
+                )
+            with html.Div(id="status-details", v_if=("status_details.length",)):
+                html.Div(
+                    "{{ detail }}",
+                    v_for="detail in status_details",
+                    key="detail",
+                    classes="text-caption text-warning mb-1",
+                    style=WRAPPED,
                 )
             html.Div("No prior of this patient was found.", v_if=("priors.length === 0",))
             with html.Div(classes="text-caption d-flex align-center", id="registration-message"):
@@ -186,7 +196,9 @@ def build_page(server: Any, layout_manager: Any) -> VAppLayout:
     """Build the page for ``server``; the views come from trame-slicer's layout manager."""
     with VAppLayout(server, full_height=True, theme="dark") as layout:
         with v3.VAppBar(density="compact"):
-            v3.VToolbarTitle("MSK Workbench")
+            # The title keeps its width; the status gets what is left and is cut with an
+            # ellipsis (its full text is its tooltip; long details are in the side panel).
+            v3.VToolbarTitle("MSK Workbench", style="flex: 0 0 auto;")
             v3.VProgressCircular(
                 indeterminate=True,
                 size=18,
@@ -194,7 +206,13 @@ def build_page(server: Any, layout_manager: Any) -> VAppLayout:
                 v_show=("busy || trame__busy",),
                 classes="mr-3",
             )
-            html.Div("{{ status_message }}", id="status-message", classes="text-caption mr-4")
+            html.Div(
+                "{{ status_message }}",
+                id="status-message",
+                classes="text-caption mr-4 text-truncate",
+                style="min-width: 0; flex: 1 1 auto; text-align: right;",
+                title=("status_message",),
+            )
         with v3.VNavigationDrawer(permanent=True, width=330, location="left"):
             v3.VAlert(
                 "{{ error_message }}",
@@ -203,6 +221,7 @@ def build_page(server: Any, layout_manager: Any) -> VAppLayout:
                 v_if=("error_message",),
                 id="error-message",
                 classes="ma-2",
+                style=WRAPPED,
             )
             _search_panel()
             _priors_panel()
