@@ -33,11 +33,11 @@ from viewer_case import (
     wait_for_measurement,
     wait_for_views,
 )
-from viewer_server import running_viewer
+from viewer_server import viewer_on_orthanc
 
 from MSKPlannerLib.landmarks import write_markups_json
 from MSKPlannerLib.measure_alignment import alignment_angles_deg
-from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+from mskworkbench.local_orthanc import LocalOrthanc
 
 pytestmark = [pytest.mark.browser, pytest.mark.pacs]
 
@@ -80,13 +80,7 @@ def viewer_url(
     orthanc: LocalOrthanc, stored_case: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``mskwb serve --pacs`` on a free loopback port, as a user would start it."""
-    credentials = {"MSKWB_PACS_USERNAME": orthanc.username, "MSKWB_PACS_PASSWORD": orthanc.password}
-    with running_viewer(
-        ["--pacs", orthanc.dicomweb_url],
-        free_loopback_port(),
-        tmp_path_factory.mktemp("viewer"),
-        credentials,
-    ) as url:
+    with viewer_on_orthanc(orthanc, tmp_path_factory.mktemp("viewer")) as url:
         yield url
 
 

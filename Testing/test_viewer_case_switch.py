@@ -23,9 +23,9 @@ from viewer_case import (
     view_rectangles,
     wait_for_views,
 )
-from viewer_server import running_viewer
+from viewer_server import viewer_on_orthanc
 
-from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+from mskworkbench.local_orthanc import LocalOrthanc
 
 pytestmark = [pytest.mark.browser, pytest.mark.pacs]
 
@@ -47,13 +47,7 @@ def viewer_url(
         study_copy(ct_files, CT_PATIENT, "20190301", "CT PELVIS"),
         study_copy(radiographs, CR_PATIENT, "20240826", "HIP JOINT"),
     )
-    credentials = {"MSKWB_PACS_USERNAME": orthanc.username, "MSKWB_PACS_PASSWORD": orthanc.password}
-    with running_viewer(
-        ["--pacs", orthanc.dicomweb_url],
-        free_loopback_port(),
-        tmp_path_factory.mktemp("viewer"),
-        credentials,
-    ) as url:
+    with viewer_on_orthanc(orthanc, tmp_path_factory.mktemp("viewer")) as url:
         yield url
 
 

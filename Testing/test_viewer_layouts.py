@@ -29,9 +29,9 @@ from viewer_case import (
     view_rectangles,
     wait_for_views,
 )
-from viewer_server import running_viewer
+from viewer_server import viewer_on_orthanc
 
-from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+from mskworkbench.local_orthanc import LocalOrthanc
 
 pytestmark = [pytest.mark.browser, pytest.mark.pacs]
 
@@ -64,16 +64,8 @@ def page(
     """One page of ``mskwb serve --pacs`` with a site protocol folder."""
     rules = tmp_path_factory.mktemp("protocols")
     (rules / "ct-two-priors.json").write_text(json.dumps(TWO_PRIORS_RULE))
-    environment = {
-        "MSKWB_PACS_USERNAME": orthanc.username,
-        "MSKWB_PACS_PASSWORD": orthanc.password,
-        "MSKWB_HANGING_PROTOCOLS": str(rules),
-    }
-    with running_viewer(
-        ["--pacs", orthanc.dicomweb_url],
-        free_loopback_port(),
-        tmp_path_factory.mktemp("viewer"),
-        environment,
+    with viewer_on_orthanc(
+        orthanc, tmp_path_factory.mktemp("viewer"), {"MSKWB_HANGING_PROTOCOLS": str(rules)}
     ) as url:
         try:
             browser = Browser(width_px=1600, height_px=1000)

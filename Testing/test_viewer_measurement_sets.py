@@ -31,14 +31,14 @@ from viewer_case import (
     wait_for_measurement,
     wait_for_views,
 )
-from viewer_server import running_viewer
+from viewer_server import viewer_on_orthanc
 
 from MSKPlannerLib.calibration import calibration_from_dataset
 from MSKPlannerLib.landmarks import LandmarkSet, write_markups_json
 from MSKPlannerLib.measure_cobb import cobb_from_endplates
 from MSKPlannerLib.measurement_nodes import measure_landmarks
 from MSKPlannerLib.measurement_table import VOLUME_GEOMETRY
-from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+from mskworkbench.local_orthanc import LocalOrthanc
 
 pytestmark = [pytest.mark.browser, pytest.mark.pacs]
 
@@ -88,13 +88,7 @@ def page(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Browser]:
     """One page of ``mskwb serve --pacs``."""
-    credentials = {"MSKWB_PACS_USERNAME": orthanc.username, "MSKWB_PACS_PASSWORD": orthanc.password}
-    with running_viewer(
-        ["--pacs", orthanc.dicomweb_url],
-        free_loopback_port(),
-        tmp_path_factory.mktemp("viewer"),
-        credentials,
-    ) as url:
+    with viewer_on_orthanc(orthanc, tmp_path_factory.mktemp("viewer")) as url:
         try:
             browser = Browser(width_px=1600, height_px=1000)
         except BrowserError as error:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATUS_PATH = "mskwb/front/status"
 
@@ -153,3 +155,19 @@ def running_viewer(
     """Start ``mskwb serve SOURCE_ARGS --port PORT --work-dir WORK_DIR``; yield its URL."""
     with running_server(source_args, port, work_dir, extra_env) as server:
         yield server.url
+
+
+@contextmanager
+def viewer_on_orthanc(
+    orthanc: LocalOrthanc, work_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start ``mskwb serve --pacs`` on the test Orthanc, credentials from the environment."""
+    environment = {
+        "MSKWB_PACS_USERNAME": orthanc.username,
+        "MSKWB_PACS_PASSWORD": orthanc.password,
+        **(extra_env or {}),
+    }
+    with running_viewer(
+        ["--pacs", orthanc.dicomweb_url], free_loopback_port(), work_dir, environment
+    ) as url:
+        yield url
