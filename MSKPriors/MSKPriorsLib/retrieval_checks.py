@@ -111,6 +111,35 @@ def _integer(ds: pydicom.Dataset, keyword: str) -> int:
         return 0
 
 
+HEADER_KEYWORDS = (
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "Laterality",
+    "ImageLaterality",
+    "InstanceNumber",
+    "SOPClassUID",
+    "ImageOrientationPatient",
+)
+"""The attributes :func:`header_from_dataset` reads (and all a received file's check parses)."""
+
+HEADER_TAGS = frozenset(
+    tag for tag in (tag_for_keyword(keyword) for keyword in HEADER_KEYWORDS) if tag is not None
+)
+
+
 def header_from_dataset(ds: pydicom.Dataset) -> InstanceHeader:
     """Extract the indexed attributes of one instance.
 
@@ -220,7 +249,7 @@ def check_received(received: ReceivedFile) -> InstanceHeader:
     """
     name, size, head = received.path.name, received.size_bytes, received.head
     whole = size <= len(head)
-    plain = read_plain_head(head)
+    plain = read_plain_head(head, HEADER_TAGS)
     if plain is not None:
         ds, start, implicit, little = plain
         declared_end = pixel_data_end(
