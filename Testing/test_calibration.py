@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,38 @@ def test_known_length_with_square_and_non_square_pixels() -> None:
     assert oblique.mm_per_pixel == pytest.approx((0.15, 0.2))
     with pytest.raises(CalibrationError):
         known_length_calibration((1.0, 1.0), (1.0, 1.0), 10.0)
+
+
+def test_known_length_points_must_lie_on_the_image() -> None:
+    shape_rc = (1760, 1760)
+    inside = known_length_calibration((0.0, 0.0), (1759.0, 0.0), 50.0, image_shape_rc=shape_rc)
+    assert inside.mm_per_pixel == pytest.approx((50.0 / 1759, 50.0 / 1759))
+    outside = [((10, 10), (999999, 10), "second point"), ((-10, 10), (500, 10), "first point")]
+    for start, end, which in outside:
+        with pytest.raises(CalibrationError, match=which) as refused:
+            known_length_calibration(start, end, 50.0, image_shape_rc=shape_rc, source="rg.dcm")
+        assert "1760 rows x 1760 columns" in str(refused.value)
+        assert str(refused.value).startswith("rg.dcm: ")
+    with pytest.raises(CalibrationError, match="column nan"):
+        known_length_calibration((1, 1), (5, float("nan")), 50.0, image_shape_rc=shape_rc)
+
+
+def test_calibrate_refuses_known_length_points_off_the_real_radiograph(
+    capsys: pytest.CaptureFixture[str], shared_data: Path
+) -> None:
+    from mskworkbench.cli import main
+
+    image = str(shared_data / "wg04" / "RG3_JPLL.dcm")  # 1760 x 1760 pixels
+    for points in (("10", "10", "999999", "10"), ("-10", "10", "500", "10")):
+        status = main(["calibrate", image, "--known-length", *points, "50", "--json"])
+        captured = capsys.readouterr()
+        assert status == 2 and captured.out == ""
+        (line,) = captured.err.strip().splitlines()
+        assert image in line and "lies outside the image of 1760 rows x 1760 columns" in line
+
+    status = main(["calibrate", image, "--known-length", "10", "10", "510", "10", "50", "--json"])
+    assert status == 0
+    assert json.loads(capsys.readouterr().out)["mm_per_pixel"] == pytest.approx([0.1, 0.1])
 
 
 @pytest.mark.parametrize(

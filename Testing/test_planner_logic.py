@@ -88,6 +88,25 @@ def test_radiograph_lengths_need_a_calibration(
     assert "calibrat" in rows["mad_mm"][3]
 
 
+def test_known_length_points_off_the_radiograph_are_refused(
+    app_context: AppContext, shared_data: Path
+) -> None:
+    logic = PlannerLogic(app_context)
+    radiograph = load_series(app_context, shared_data / "wg04" / "RG3_JPLL.dcm").volume_node
+    ijk_to_ras = mrml_volumes.ijk_to_ras_of(radiograph)
+    on_image = (ijk_to_ras @ np.array([10.0, 10.0, 0.0, 1.0]))[:3]
+    off_image = (ijk_to_ras @ np.array([10.0, 99999.0, 0.0, 1.0]))[:3]
+
+    with pytest.raises(ValueError, match=r"second point .* lies outside the image of 1760 rows"):
+        logic.calibrate(
+            radiograph,
+            "known_length",
+            known_length_mm=50.0,
+            known_points_ras_mm=np.stack([on_image, off_image]),
+        )
+    assert radiograph.GetID() not in logic.calibrations
+
+
 def test_tag_calibration_and_cup_template_on_the_real_hip_radiograph(
     app_context: AppContext, shared_data: Path, tmp_path: Path
 ) -> None:

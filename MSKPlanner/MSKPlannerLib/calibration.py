@@ -8,7 +8,8 @@ Public API
   *uncalibrated* :class:`~MSKPlannerLib.measurement_table.Calibration`; nothing is guessed.
 - :func:`fixed_magnification_calibration`: detector spacing divided by a factor the user
   chose (for example 1.15 to 1.21).
-- :func:`known_length_calibration`: two pixel positions a known distance apart.
+- :func:`known_length_calibration`: two pixel positions a known distance apart (both
+  checked to lie on the image with :func:`check_pixel_inside`).
 - :func:`detect_calibration_ball` and :func:`ball_calibration` (from
   :mod:`MSKPlannerLib.calibration_ball`, re-exported here): find a calibration ball of known
   diameter (25 mm by default) and calibrate from its size; the detected circle is returned so
@@ -56,6 +57,7 @@ __all__ = [
     "Radiograph",
     "ball_calibration",
     "calibration_from_dataset",
+    "check_pixel_inside",
     "detect_calibration_ball",
     "fixed_magnification_calibration",
     "known_length_calibration",
@@ -238,12 +240,48 @@ def pixel_aspect(calibration: Calibration) -> float:
     return spacing[0] / spacing[1] if spacing else 1.0
 
 
+def check_pixel_inside(
+    position_rc: Sequence[float], shape_rc: Sequence[int], name: str, source: str = ""
+) -> None:
+    """Refuse a pixel position that does not lie on the image.
+
+    Parameters
+    ----------
+    position_rc
+        ``(row, column)`` pixel position, in pixels from the centre of the first pixel.
+    shape_rc
+        ``(rows, columns)`` of the image.
+    name
+        What the position is (for example ``"the first point"``), named in the message.
+    source
+        File or SOP Instance UID, the start of the message when given.
+
+    Raises
+    ------
+    CalibrationError
+        When the row is outside ``0 .. rows - 1`` or the column outside ``0 .. columns - 1``,
+        or either is not a finite number.
+    """
+    row, column = (float(v) for v in position_rc[:2])
+    rows, columns = int(shape_rc[0]), int(shape_rc[1])
+    inside = (
+        np.isfinite([row, column]).all() and 0 <= row <= rows - 1 and 0 <= column <= columns - 1
+    )
+    if not inside:
+        where = f"{source}: " if source else ""
+        raise CalibrationError(
+            f"{where}{name} (row {row:g}, column {column:g}) lies outside the image of {rows} "
+            f"rows x {columns} columns (rows 0 to {rows - 1}, columns 0 to {columns - 1})"
+        )
+
+
 def known_length_calibration(
     start_rc: Sequence[float],
     end_rc: Sequence[float],
     length_mm: float,
     aspect: float = 1.0,
     source: str = "",
+    image_shape_rc: Sequence[int] | None = None,
 ) -> Calibration:
     """Calibrate from two pixel positions a known distance apart.
 
@@ -257,9 +295,20 @@ def known_length_calibration(
         Row spacing over column spacing of the pixels (from :func:`pixel_aspect`).
     source
         File or SOP Instance UID, for the detail text.
+    image_shape_rc
+        ``(rows, columns)`` of the image the points were placed on; when given, both points
+        must lie on it (:func:`check_pixel_inside`). Every caller that has the image gives it.
+
+    Raises
+    ------
+    CalibrationError
+        A length that is not positive, coincident points, or a point outside the image.
     """
     if not length_mm > 0:
         raise CalibrationError(f"the known length must be positive, not {length_mm}")
+    if image_shape_rc is not None:
+        check_pixel_inside(start_rc, image_shape_rc, "the first point of the known length", source)
+        check_pixel_inside(end_rc, image_shape_rc, "the second point of the known length", source)
     rows = (float(end_rc[0]) - float(start_rc[0])) * aspect
     cols = float(end_rc[1]) - float(start_rc[1])
     distance_px = float(np.hypot(rows, cols))

@@ -197,7 +197,10 @@ class PlannerLogic:
                 raise ValueError(f"{name}: place two points and give the known length in mm")
             columns_rows = ras_to_pixels(known_points_ras_mm, ijk_to_ras_of(radiograph_node))
             start_rc, end_rc = columns_rows[0][::-1], columns_rows[1][::-1]
-            calibration = known_length_calibration(start_rc, end_rc, known_length_mm, 1.0, name)
+            shape_rc = array_from_volume(radiograph_node).shape[1:]
+            calibration = known_length_calibration(
+                start_rc, end_rc, known_length_mm, 1.0, name, image_shape_rc=shape_rc
+            )
         self.calibrations[radiograph_node.GetID()] = calibration
         return f"{calibration.method}: {calibration.detail}"
 

@@ -99,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
         elif args.known_length:
             r0, c0, r1, c1, length_mm = args.known_length
             calibration = known_length_calibration(
-                (r0, c0), (r1, c1), length_mm, pixel_aspect(tags), str(args.image)
+                (r0, c0),
+                (r1, c1),
+                length_mm,
+                pixel_aspect(tags),
+                str(args.image),
+                image_shape_rc=radiograph.pixels.shape,
             )
         elif args.magnification is not None:
             calibration = fixed_magnification_calibration(tags, args.magnification, str(args.image))
