@@ -41,7 +41,7 @@ from MSKPlannerLib import case_figures, case_loading, case_measures
 from MSKPlannerLib.measurement_table import MeasurementTable
 from MSKPlannerLib.report_html import write_report
 from MSKPriorsLib.app_context import AppContext
-from MSKPriorsLib.archive import LocalArchive
+from MSKPriorsLib.archive import LocalArchive, NotAnArchiveError
 from MSKPriorsLib.prior_discovery import PriorSearch, discover_priors
 from MSKPriorsLib.records import SeriesRecord, StudyRecord, shown_date
 
@@ -239,10 +239,13 @@ def plan_case(
 
 
 def _open_archive(request: PlanRequest) -> LocalArchive:
-    folder = request.archive_dir or Path(request.out_dir) / "archive"
-    if request.pacs is None and not Path(folder).is_dir():
-        raise PlanError(f"the archive folder {folder} does not exist")
-    return LocalArchive(Path(folder))
+    folder = Path(request.archive_dir or Path(request.out_dir) / "archive")
+    if request.pacs is not None:
+        return LocalArchive(folder)  # receives the retrieved studies; created when missing
+    try:
+        return LocalArchive.open_existing(folder)
+    except NotAnArchiveError as error:
+        raise PlanError(str(error)) from error
 
 
 def _sources(state: PlanState) -> list[Any]:

@@ -65,9 +65,11 @@ __all__ = [
     "ImportSummary",
     "InstanceHeader",
     "LocalArchive",
+    "NotAnArchiveError",
     "PatientConflictError",
     "PlacedInstance",
     "header_from_dataset",
+    "is_archive",
     "read_instance_header",
 ]
 
@@ -75,6 +77,37 @@ logger = logging.getLogger(__name__)
 
 SOURCE_NAME = archive_queries.SOURCE_NAME
 INDEX_NAME = "index.sqlite"
+
+
+class NotAnArchiveError(ArchiveError):
+    """A folder named as a local archive is missing or holds no archive index."""
+
+
+def is_archive(folder: Path) -> bool:
+    """Whether ``folder`` holds a local archive (its ``index.sqlite``)."""
+    return (Path(folder) / INDEX_NAME).is_file()
+
+
+def check_existing_archive(folder: Path) -> None:
+    """Refuse a folder that is not a local archive, creating nothing in it.
+
+    Parameters
+    ----------
+    folder
+        The folder to be read as an archive.
+
+    Raises
+    ------
+    NotAnArchiveError
+        When the folder does not exist, or exists without an ``index.sqlite`` (for example a
+        folder of DICOM files that were never imported).
+    """
+    if not Path(folder).is_dir():
+        raise NotAnArchiveError(f"the archive folder {folder} does not exist")
+    if not is_archive(folder):
+        raise NotAnArchiveError(
+            f"{folder} is not an MSK Workbench archive (it has no {INDEX_NAME})"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,7 +125,7 @@ class LocalArchive:
     Parameters
     ----------
     folder
-        The archive folder; created when missing.
+        The archive folder; created when missing (readers use :meth:`open_existing`).
     busy_timeout_s
         How long a writer waits for another process's transaction before failing.
     """
@@ -106,6 +139,21 @@ class LocalArchive:
         self._known_patients: dict[str, tuple[str, str]] = {}
         with self._lock:
             self._connection = open_index(self.folder / INDEX_NAME, busy_timeout_s)
+
+    @classmethod
+    def open_existing(cls, folder: Path, busy_timeout_s: float = 60.0) -> LocalArchive:
+        """Open an archive that must already exist; nothing is created in ``folder``.
+
+        For readers (searches, loading, the viewer), so that a folder named by mistake is
+        not turned into an empty archive.
+
+        Raises
+        ------
+        NotAnArchiveError
+            See :func:`check_existing_archive`.
+        """
+        check_existing_archive(folder)
+        return cls(folder, busy_timeout_s)
 
     def __repr__(self) -> str:
         return f"LocalArchive({str(self.folder)!r})"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mskworkbench.archive_folders import check_archive_folder
 from mskworkbench.cli import CommandError
 
 
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from MSKPlannerLib.case_plan import PlanRequest
 
     check_inputs(args.landmarks, args.labels)
-    if args.archive is not None and not args.archive.is_dir():
-        raise CommandError(f"the archive folder {args.archive} does not exist")
+    if args.archive is not None:
+        check_archive_folder(args.archive)
     request = PlanRequest(
         out_dir=args.out,
         archive_dir=args.archive,

@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mskworkbench.archive_folders import check_archive_folder
 from mskworkbench.cli import CommandError
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def open_sources(
 
     if not pacs and archive is None:
         raise CommandError("give at least one --pacs server or an --archive folder")
-    if archive is not None and not archive.is_dir():
-        raise CommandError(f"archive folder {archive} does not exist")
+    if archive is not None:
+        check_archive_folder(archive)
     with ExitStack() as stack:
         sources: list[DicomWebClient | LocalArchive] = []
         for name_or_url in pacs:
@@ -81,7 +82,7 @@ def open_sources(
                 raise CommandError(str(error)) from error
             sources.append(stack.enter_context(DicomWebClient(server)))
         if archive is not None:
-            sources.append(stack.enter_context(LocalArchive(archive)))
+            sources.append(stack.enter_context(LocalArchive.open_existing(archive)))
         yield sources
 
 

@@ -85,9 +85,9 @@ def load_ct(context: Any, source: str, archive: Path | None) -> tuple[Any, list[
     if _UID.match(source):
         if archive is None:
             raise CommandError(f"series UID {source} needs --archive to name the local archive")
-        from MSKPriorsLib.archive import LocalArchive
+        from mskworkbench.archive_folders import open_archive_to_read
 
-        with LocalArchive(archive) as opened:
+        with open_archive_to_read(archive) as opened:
             files = opened.instance_paths(source)
         if not files:
             raise CommandError(f"series {source} is not in the archive {archive}")

@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
 def _check_source(args: argparse.Namespace) -> None:
     """Fail now, once, on a source every viewer process would fail on."""
     if args.archive is not None:
-        if not args.archive.is_dir():
-            raise CommandError(f"the archive folder {args.archive} does not exist")
+        from mskworkbench.archive_folders import check_archive_folder
+
+        check_archive_folder(args.archive)
         return
     from MSKPriorsLib.servers import resolve_server
 
@@ -145,6 +146,7 @@ def _run_front(args: argparse.Namespace) -> int:
 
 def _run_viewer_child(args: argparse.Namespace) -> int:
     """One reader's viewer process, started by the front (hidden sub-mode)."""
+    from MSKPriorsLib.archive import NotAnArchiveError
     from mskworkbench.web.launcher_child import ViewerChildError, serve_one_reader
     from mskworkbench.web.sources import ArchiveSource, PacsSource, ViewerSource
 
@@ -158,6 +160,6 @@ def _run_viewer_child(args: argparse.Namespace) -> int:
         else:
             source = PacsSource(args.pacs, args.work_dir / "retrieved")
         serve_one_reader(source, args.work_dir)
-    except (ValueError, ViewerChildError) as error:
+    except (ValueError, ViewerChildError, NotAnArchiveError) as error:
         raise CommandError(str(error)) from error
     return 0

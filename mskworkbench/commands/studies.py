@@ -33,14 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list[SeriesRecord]]]]:
-    from MSKPriorsLib.archive import LocalArchive
     from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
     from MSKPriorsLib.servers import ServerConfigError, resolve_server
+    from mskworkbench.archive_folders import open_archive_to_read
 
     if args.archive is not None:
-        if not args.archive.is_dir():
-            raise CommandError(f"archive folder {args.archive} does not exist")
-        with LocalArchive(args.archive) as archive:
+        with open_archive_to_read(args.archive) as archive:
             studies = archive.search_studies(patient_id=args.patient_id, study_uid=args.study)
             found = [(s, archive.search_series(s.study_uid) if args.study else []) for s in studies]
         return "archive", found

@@ -64,13 +64,16 @@ class ArchiveSource:
     Parameters
     ----------
     folder
-        The archive folder; it must exist.
+        The archive folder; it must hold an archive already (nothing is created in it).
+
+    Raises
+    ------
+    NotAnArchiveError
+        When the folder is missing or is not an archive.
     """
 
     def __init__(self, folder: Path) -> None:
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"the archive folder {folder} does not exist")
-        self.archive = LocalArchive(Path(folder))
+        self.archive = LocalArchive.open_existing(Path(folder))
         self.name = "archive"
         self.pacs: str | None = None
 
