@@ -69,11 +69,38 @@ def test_uncalibrated_alignment_keeps_angles_and_refuses_mad() -> None:
     assert "RG3_JPLL.dcm is not calibrated" in table.not_measured["mad_mm"]
 
 
-def test_missing_landmarks_and_off_plane_sets_are_refused() -> None:
-    points, _ = alignment_landmarks("right", 88.0, 86.0)
+def test_missing_landmarks_leave_out_only_the_values_that_need_them() -> None:
+    points, expected = alignment_landmarks("right", 88.0, 86.0)
     incomplete = {k: v for k, v in points.items() if k != "ankle_center"}
-    with pytest.raises(LandmarkError, match="ankle_center"):
-        measure_alignment(incomplete, "right", VOLUME_GEOMETRY, "case.mrk.json")
+    table = measure_alignment(incomplete, "right", VOLUME_GEOMETRY, "1.2.840.99")
+    values = table.values()
+    assert set(values) == {"mldfa_deg", "jlca_deg"}
+    assert values["mldfa_deg"] == pytest.approx(expected["mldfa_deg"], abs=2e-3)
+    for key in ("hka_deg", "mpta_deg", "mad_mm"):
+        assert table.not_measured[key] == "missing landmark(s) ankle_center", key
+
+
+def test_the_four_centres_alone_give_hka_and_mad() -> None:
+    points, expected = alignment_landmarks("left", 91.0, 84.0, 2.5)
+    centres = ("hip_center", "knee_center_femur", "knee_center_tibia", "ankle_center")
+    table = measure_alignment({k: points[k] for k in centres}, "left", VOLUME_GEOMETRY, "ct")
+    values = table.values()
+    assert set(values) == {"hka_deg", "mad_mm"}
+    assert values["hka_deg"] == pytest.approx(expected["hka_deg"], abs=2e-3)
+    assert values["mad_mm"] == pytest.approx(expected["mad_mm"], abs=2e-3)
+    assert table.not_measured == {
+        "mldfa_deg": "missing landmark(s) femoral_condyle_medial, femoral_condyle_lateral",
+        "mpta_deg": "missing landmark(s) tibial_plateau_medial, tibial_plateau_lateral",
+        "jlca_deg": "missing landmark(s) femoral_condyle_medial, femoral_condyle_lateral, "
+        "tibial_plateau_medial, tibial_plateau_lateral",
+    }
+    # The full set gives the same HKA and MAD, with the same uncertainty.
+    full = measure_alignment(points, "left", VOLUME_GEOMETRY, "ct")
+    assert full.by_key("hka_deg")[0].uncertainty == table.by_key("hka_deg")[0].uncertainty
+
+
+def test_off_plane_sets_are_refused() -> None:
+    points, _ = alignment_landmarks("right", 88.0, 86.0)
     # Points of a radiograph loaded in the axial plane: the leg runs along y.
     axial = {k: np.array([v[0], v[2], 0.0]) for k, v in points.items()}
     with pytest.raises(LandmarkError, match="frontal plane"):
@@ -118,6 +145,27 @@ def test_hip_partial_landmarks_and_uncalibrated_lengths() -> None:
     assert set(table.values()) == {"ccd_deg"}
     assert "teardrop_left" in table.not_measured["cup_inclination_deg"]
     assert "not calibrated" in table.not_measured["femoral_offset_mm"]
+
+
+def test_hip_with_head_and_neck_only_names_what_each_value_lacks() -> None:
+    points, _ = hip_landmarks("right", 130.0, 40.0, 40.0, 5.0)
+    placed = {k: points[k] for k in ("femoral_head_center", "femoral_neck_center")}
+    table = measure_hip(placed, "right", VOLUME_GEOMETRY, "1.2.840.99")
+    assert table.rows == []
+    assert table.not_measured == {
+        "femoral_offset_mm": "missing landmark(s) femoral_shaft_proximal, femoral_shaft_distal",
+        "cup_inclination_deg": "missing landmark(s) acetabulum_lateral_edge, "
+        "acetabulum_inferior_edge, teardrop_left, teardrop_right",
+        "ccd_deg": "missing landmark(s) femoral_shaft_proximal, femoral_shaft_distal",
+        "lld_mm": "missing landmark(s) teardrop_left, teardrop_right, lesser_trochanter_left, "
+        "lesser_trochanter_right",
+    }
+    # With the shaft axis added, the CCD angle and the offset are measured.
+    placed.update({k: points[k] for k in ("femoral_shaft_proximal", "femoral_shaft_distal")})
+    assert set(measure_hip(placed, "right", VOLUME_GEOMETRY, "ct").values()) == {
+        "femoral_offset_mm",
+        "ccd_deg",
+    }
 
 
 def test_head_centre_from_surface_points_replaces_the_landmark() -> None:

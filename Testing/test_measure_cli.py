@@ -157,6 +157,31 @@ def test_measure_hip_on_a_radiograph_without_spacing_refuses_lengths(
     assert "RG3_JPLL.dcm" in error
 
 
+def test_measure_hip_names_the_landmarks_each_value_lacks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    points, expected = hip_landmarks("right", 127.0, 44.0, 40.0, -3.0)
+    head_and_neck = {k: points[k] for k in ("femoral_head_center", "femoral_neck_center")}
+    landmarks = tmp_path / "hip.mrk.json"
+    write_markups_json(landmarks, head_and_neck)
+    argv = ("measure", "hip", "--landmarks", str(landmarks), "--side", "right", "--volume")
+
+    status, _, error = _run(capsys, *argv)
+
+    assert status == 2
+    (line,) = error.strip().splitlines()
+    assert "holds no hip landmarks" not in line
+    assert "ccd_deg: missing landmark(s) femoral_shaft_proximal, femoral_shaft_distal" in line
+    assert "lld_mm: missing landmark(s) teardrop_left, teardrop_right" in line
+
+    shaft = ("femoral_shaft_proximal", "femoral_shaft_distal")
+    write_markups_json(landmarks, head_and_neck | {k: points[k] for k in shaft})
+    status, result, error = _run(capsys, *argv, "--json")
+    assert status == 0
+    assert result["ccd_deg"] == pytest.approx(expected["ccd_deg"], abs=1e-3)
+    assert "cup_inclination_deg not measured: missing landmark(s) acetabulum" in error
+
+
 def test_measure_cobb_from_lines_and_from_real_labels(
     capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
 ) -> None:

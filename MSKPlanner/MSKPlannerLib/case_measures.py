@@ -21,9 +21,9 @@ from MSKPlannerLib.bone_segmentation import BoneSegmentationOptions
 from MSKPlannerLib.case_loading import LoadedImage, study_item
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map
 from MSKPlannerLib.landmarks import LandmarkError, LandmarkSet, read_landmark_files
-from MSKPlannerLib.measure_alignment import ALIGNMENT_LABELS, measure_alignment
+from MSKPlannerLib.measure_alignment import measure_alignment, missing_alignment_landmarks
 from MSKPlannerLib.measure_cobb import CobbError, cobb_from_endplates, cobb_from_sitk_labels
-from MSKPlannerLib.measure_hip import HIP_LABELS, PELVIS_LABELS, measure_hip
+from MSKPlannerLib.measure_hip import measure_hip, missing_hip_landmarks
 from MSKPlannerLib.measurement_table import (
     UNCALIBRATED,
     VOLUME_GEOMETRY,
@@ -256,36 +256,52 @@ def measure_all(state: PlanState) -> None:
     )
 
 
+def _missing_each(missing: dict[str, list[str]], table: MeasurementTable) -> None:
+    """List every value with the landmarks it lacks (those lacking none are skipped)."""
+    for key, labels in missing.items():
+        if labels:
+            _missing((key,), f"missing landmark(s) {', '.join(labels)}", table)
+
+
+def _measure_family(
+    state: PlanState,
+    measure: Any,
+    keys: tuple[str, ...],
+    missing: dict[str, list[str]],
+    landmarks: LandmarkSet,
+    calibration: Calibration,
+    source: str,
+) -> None:
+    """Measure one family when any of its values has its landmarks; list what is left out."""
+    table = state.table
+    if all(missing.values()):
+        _missing_each(missing, table)
+        return
+    if landmarks.side is None:
+        _missing(keys, "the landmark files do not say which side (left or right)", table)
+        return
+    try:
+        _merge(table, measure(landmarks.points_ras_mm, landmarks.side, calibration, source))
+    except LandmarkError as error:
+        _missing(keys, str(error), table)
+
+
 def _measure_from_landmarks(
     state: PlanState, landmarks: LandmarkSet, calibration: Calibration, source: str
 ) -> None:
     table = state.table
     points = landmarks.points_ras_mm
-    missing_alignment = [label for label in ALIGNMENT_LABELS if label not in points]
-    if missing_alignment:
-        _missing(
-            ALIGNMENT_KEYS,
-            f"the landmark files lack {', '.join(missing_alignment)}",
-            table,
-        )
-    elif landmarks.side is None:
-        _missing(ALIGNMENT_KEYS, "the landmark files do not say which side (left or right)", table)
-    else:
-        try:
-            _merge(table, measure_alignment(points, landmarks.side, calibration, source))
-        except LandmarkError as error:
-            _missing(ALIGNMENT_KEYS, str(error), table)
-
-    hip_present = [label for label in (*HIP_LABELS, *PELVIS_LABELS) if label in points]
-    if hip_present and landmarks.side is not None:
-        try:
-            _merge(table, measure_hip(points, landmarks.side, calibration, source))
-        except LandmarkError as error:
-            _missing(HIP_KEYS, str(error), table)
-    _missing(
-        HIP_KEYS,
-        "needs hip landmarks (" + ", ".join(HIP_LABELS[:4]) + ", teardrops, lesser trochanters)",
-        table,
+    _measure_family(
+        state,
+        measure_alignment,
+        ALIGNMENT_KEYS,
+        missing_alignment_landmarks(points),
+        landmarks,
+        calibration,
+        source,
+    )
+    _measure_family(
+        state, measure_hip, HIP_KEYS, missing_hip_landmarks(points), landmarks, calibration, source
     )
 
     lines = landmarks.lines_ras_mm

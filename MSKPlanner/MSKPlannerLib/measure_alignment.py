@@ -5,8 +5,10 @@ Public API
 - :data:`ALIGNMENT_LABELS`: the landmark labels used (markups control point labels).
 - :func:`measure_alignment`: points in RAS mm + side + calibration + source ->
   :class:`~MSKPlannerLib.measurement_table.MeasurementTable` with rows ``hka_deg``,
-  ``mldfa_deg``, ``mpta_deg``, ``jlca_deg`` and ``mad_mm`` (or the reason ``mad_mm`` was
-  not measured when the image is not calibrated).
+  ``mldfa_deg``, ``mpta_deg``, ``jlca_deg`` and ``mad_mm``, each made when its landmarks
+  are present (:data:`ALIGNMENT_NEEDS`); the others are listed in ``not_measured`` with the
+  landmarks they lack (``mad_mm`` also when the image is not calibrated).
+- :func:`missing_alignment_landmarks`: which landmarks each alignment value still lacks.
 - :func:`alignment_angles_deg`: the bare angle values, for benchmarks and tests.
 
 Every value is measured in the frontal (coronal) plane: the RAS points are projected on the
@@ -69,6 +71,30 @@ ALIGNMENT_LABELS = (
     "tibial_plateau_lateral",
 )
 
+#: The landmarks each alignment value needs, in the order of the table.
+ALIGNMENT_NEEDS: dict[str, tuple[str, ...]] = {
+    "hka_deg": ("hip_center", "knee_center_femur", "knee_center_tibia", "ankle_center"),
+    "mldfa_deg": (
+        "hip_center",
+        "knee_center_femur",
+        "femoral_condyle_medial",
+        "femoral_condyle_lateral",
+    ),
+    "mpta_deg": (
+        "knee_center_tibia",
+        "ankle_center",
+        "tibial_plateau_medial",
+        "tibial_plateau_lateral",
+    ),
+    "jlca_deg": (
+        "femoral_condyle_medial",
+        "femoral_condyle_lateral",
+        "tibial_plateau_medial",
+        "tibial_plateau_lateral",
+    ),
+    "mad_mm": ("hip_center", "knee_center_femur", "knee_center_tibia", "ankle_center"),
+}
+
 #: Default standard deviation of one landmark coordinate placed by hand, in mm.
 DEFAULT_PLACEMENT_SIGMA_MM = 1.0
 
@@ -114,6 +140,36 @@ def _direction_deg(vector_2d: FloatArray, medial_2d: FloatArray) -> float:
     return float(np.degrees(np.arctan2(vector_2d @ superior, vector_2d @ medial_2d)))
 
 
+def _frontal_directions_deg(p: Mapping[str, FloatArray], side: str) -> dict[str, float]:
+    """Directions (degrees from medial toward superior) of the axes and joint lines present."""
+    medial = medial_direction_frontal(side)
+    vectors = {
+        "femoral_down": ("hip_center", "knee_center_femur"),
+        "tibial_down": ("knee_center_tibia", "ankle_center"),
+        "femoral_line_lateral": ("femoral_condyle_medial", "femoral_condyle_lateral"),
+        "tibial_line_lateral": ("tibial_plateau_medial", "tibial_plateau_lateral"),
+    }
+    return {
+        name: _direction_deg(p[end] - p[start], medial)
+        for name, (start, end) in vectors.items()
+        if start in p and end in p
+    }
+
+
+def _angle_deg(directions: Mapping[str, float], key: str) -> float:
+    """One alignment angle from the frontal-plane directions of :func:`_frontal_directions_deg`."""
+    d = directions
+    if key == "hka_deg":
+        return 180.0 - _wrap_deg(d["tibial_down"] - d["femoral_down"])
+    if key == "mldfa_deg":
+        return _wrap_deg(d["femoral_line_lateral"] - (d["femoral_down"] + 180.0))
+    if key == "mpta_deg":
+        return _wrap_deg((d["tibial_line_lateral"] + 180.0) - d["tibial_down"])
+    if key == "jlca_deg":
+        return _wrap_deg(d["tibial_line_lateral"] - d["femoral_line_lateral"])
+    raise ValueError(f"unknown alignment angle {key!r}")
+
+
 def alignment_angles_deg(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) -> dict[str, float]:
     """Compute the alignment angles from landmarks.
 
@@ -130,29 +186,13 @@ def alignment_angles_deg(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) 
         ``hka_deg``, ``mldfa_deg``, ``mpta_deg``, ``jlca_deg`` in degrees.
     """
     p = {label: frontal_plane_mm(points_ras_mm[label]) for label in ALIGNMENT_LABELS}
-    medial = medial_direction_frontal(side)
-    femoral_down = _direction_deg(p["knee_center_femur"] - p["hip_center"], medial)
-    tibial_down = _direction_deg(p["ankle_center"] - p["knee_center_tibia"], medial)
-    femoral_line_lateral = _direction_deg(
-        p["femoral_condyle_lateral"] - p["femoral_condyle_medial"], medial
-    )
-    tibial_line_lateral = _direction_deg(
-        p["tibial_plateau_lateral"] - p["tibial_plateau_medial"], medial
-    )
-    varus_deg = _wrap_deg(tibial_down - femoral_down)
-    mldfa = _wrap_deg(femoral_line_lateral - (femoral_down + 180.0))
-    mpta = _wrap_deg((tibial_line_lateral + 180.0) - tibial_down)
-    jlca = _wrap_deg(tibial_line_lateral - femoral_line_lateral)
-    return {
-        "hka_deg": 180.0 - varus_deg,
-        "mldfa_deg": mldfa,
-        "mpta_deg": mpta,
-        "jlca_deg": jlca,
-    }
+    directions = _frontal_directions_deg(p, side)
+    return {key: _angle_deg(directions, key) for key in ANGLE_KEYS}
 
 
 def _angle_value(points_ras_mm: dict[str, FloatArray], side: str, key: str) -> float:
-    return alignment_angles_deg(points_ras_mm, side)[key]
+    p = {label: frontal_plane_mm(v) for label, v in points_ras_mm.items()}
+    return _angle_deg(_frontal_directions_deg(p, side), key)
 
 
 def mechanical_axis_deviation_mm(points_ras_mm: Mapping[str, npt.ArrayLike], side: str) -> float:
@@ -179,28 +219,20 @@ def mechanical_axis_deviation_mm(points_ras_mm: Mapping[str, npt.ArrayLike], sid
     return float(-(knee - hip) @ normal)
 
 
+#: The angles, in the order of the table.
+ANGLE_KEYS = ("hka_deg", "mldfa_deg", "mpta_deg", "jlca_deg")
+
 #: The landmarks each angle is computed from (named when a value is refused).
-_ANGLE_LABELS = {
-    "hka_deg": ("hip_center", "knee_center_femur", "knee_center_tibia", "ankle_center"),
-    "mldfa_deg": (
-        "hip_center",
-        "knee_center_femur",
-        "femoral_condyle_medial",
-        "femoral_condyle_lateral",
-    ),
-    "mpta_deg": (
-        "knee_center_tibia",
-        "ankle_center",
-        "tibial_plateau_medial",
-        "tibial_plateau_lateral",
-    ),
-    "jlca_deg": (
-        "femoral_condyle_medial",
-        "femoral_condyle_lateral",
-        "tibial_plateau_medial",
-        "tibial_plateau_lateral",
-    ),
-}
+_ANGLE_LABELS = {key: ALIGNMENT_NEEDS[key] for key in ANGLE_KEYS}
+
+
+def _pair_error(
+    points: Mapping[str, npt.ArrayLike], medial: str, lateral: str, side: str, source: str
+) -> str | None:
+    """:func:`medial_of_error` for a pair of which both points are placed; None otherwise."""
+    if medial not in points or lateral not in points:
+        return None
+    return medial_of_error(points, medial, lateral, side, source)
 
 
 def check_alignment_landmarks(points: Mapping[str, npt.ArrayLike], side: str, source: str) -> None:
@@ -220,7 +252,7 @@ def check_alignment_landmarks(points: Mapping[str, npt.ArrayLike], side: str, so
     LandmarkError
         When ``hip_center`` is not proximal (superior) to both knee centres, a knee centre not
         proximal to ``ankle_center``, or a medial condyle or plateau point lies lateral to its
-        lateral partner.
+        lateral partner. Landmarks that are not placed are not checked.
     """
     reasons = (
         order_along_limb_error(
@@ -228,8 +260,8 @@ def check_alignment_landmarks(points: Mapping[str, npt.ArrayLike], side: str, so
         ),
         order_along_limb_error(points, "knee_center_femur", ("ankle_center",), source),
         order_along_limb_error(points, "knee_center_tibia", ("ankle_center",), source),
-        medial_of_error(points, "femoral_condyle_medial", "femoral_condyle_lateral", side, source),
-        medial_of_error(points, "tibial_plateau_medial", "tibial_plateau_lateral", side, source),
+        _pair_error(points, "femoral_condyle_medial", "femoral_condyle_lateral", side, source),
+        _pair_error(points, "tibial_plateau_medial", "tibial_plateau_lateral", side, source),
     )
     for reason in reasons:
         if reason is not None:
@@ -248,61 +280,45 @@ def _with_hip_center(points_ras_mm: Mapping[str, npt.ArrayLike]) -> Mapping[str,
     return completed
 
 
-def measure_alignment(
-    points_ras_mm: Mapping[str, npt.ArrayLike],
-    side: str,
-    calibration: Calibration,
-    source_image: str,
-    method: str = "manual",
-    placement_sigma_mm: float = DEFAULT_PLACEMENT_SIGMA_MM,
-) -> MeasurementTable:
-    """Measure lower-limb alignment from landmarks.
+def missing_alignment_landmarks(points_ras_mm: Mapping[str, npt.ArrayLike]) -> dict[str, list[str]]:
+    """Which landmarks each alignment value lacks.
 
     Parameters
     ----------
     points_ras_mm
-        Label -> position (3,), RAS mm, with every label of :data:`ALIGNMENT_LABELS`;
-        ``hip_center`` may instead be given as three or more ``femoral_head_surface*``
-        points (sphere or circle fit).
-    side
-        ``"left"`` or ``"right"``.
-    calibration
-        How the image's distances became mm; ``mad_mm`` is refused when uncalibrated.
-    source_image
-        Series Instance UID or file the landmarks were placed on.
-    method
-        ``manual`` or ``automatic``.
-    placement_sigma_mm
-        Standard deviation of a landmark coordinate, for the uncertainty (95 % half-width).
+        Label -> position (3,), RAS mm; ``hip_center`` counts as placed when it can be taken
+        from ``femoral_head_center`` or fitted to ``femoral_head_surface*`` points.
 
     Returns
     -------
-    MeasurementTable
-        Rows ``hka_deg``, ``mldfa_deg``, ``mpta_deg``, ``jlca_deg``, and ``mad_mm`` when the
-        image is calibrated (otherwise its reason in ``not_measured``). An angle outside the
-        values a patient can have (:data:`~MSKPlannerLib.landmark_checks.PLAUSIBLE_RANGES`) is
-        not a row: ``not_measured`` holds the reason, naming its landmarks.
-
-    Raises
-    ------
-    LandmarkError
-        Missing labels, landmarks out of order along the limb (``hip_center`` must be
-        superior to the knee centres and they to ``ankle_center``), a side that contradicts
-        the condyle or plateau labels, or landmarks that do not lie near a frontal plane.
+    dict
+        Key of :data:`ALIGNMENT_NEEDS` -> the labels it needs that are absent (empty when the
+        value can be computed), in the order of :data:`ALIGNMENT_NEEDS`.
     """
-    points_ras_mm = _with_hip_center(points_ras_mm)
-    missing = [label for label in ALIGNMENT_LABELS if label not in points_ras_mm]
-    if missing:
-        raise LandmarkError(
-            f"{source_image or 'the landmark set'} lacks the landmark(s) {', '.join(missing)}"
-        )
-    points = {label: np.asarray(points_ras_mm[label], dtype=float) for label in ALIGNMENT_LABELS}
-    check_frontal_extent(np.stack(list(points.values())), "alignment", source_image)
-    check_alignment_landmarks(points, side, source_image)
+    points = _with_hip_center(points_ras_mm)
+    return {
+        key: [label for label in needs if label not in points]
+        for key, needs in ALIGNMENT_NEEDS.items()
+    }
 
-    angles = alignment_angles_deg(points, side)
+
+def _missing_reason(missing: list[str]) -> str:
+    return f"missing landmark(s) {', '.join(missing)}"
+
+
+def _angle_rows(
+    points: dict[str, FloatArray],
+    keys: list[str],
+    side: str,
+    calibration: Calibration,
+    source_image: str,
+    method: str,
+    placement_sigma_mm: float,
+) -> MeasurementTable:
+    """Rows of the angles in ``keys`` (all of whose landmarks are in ``points``)."""
     table = MeasurementTable()
-    for key, value in angles.items():
+    for key in keys:
+        value = _angle_value(points, side, key)
         implausible = out_of_range_error(key, value, _ANGLE_LABELS[key], source_image)
         if implausible is not None:
             table.not_measured[key] = implausible
@@ -311,7 +327,7 @@ def measure_alignment(
         uncertainty = propagate_uncertainty(
             partial(_angle_value, side=side, key=key),
             points,
-            ALIGNMENT_LABELS,
+            _ANGLE_LABELS[key],
             placement_sigma_mm,
         )
         table.add(
@@ -328,31 +344,112 @@ def measure_alignment(
                 details={"side": side, "plane": "frontal"},
             )
         )
+    return table
 
+
+def _mad_row(
+    points: dict[str, FloatArray],
+    side: str,
+    calibration: Calibration,
+    source_image: str,
+    method: str,
+    placement_sigma_mm: float,
+) -> Measurement:
+    """The ``mad_mm`` row (its four centre landmarks are in ``points``)."""
     label, definition = _DEFINITIONS["mad_mm"]
-    if not calibration.is_calibrated:
+    mad = mechanical_axis_deviation_mm(points, side)
+    uncertainty = propagate_uncertainty(
+        lambda pts: mechanical_axis_deviation_mm(pts, side),
+        points,
+        ALIGNMENT_NEEDS["mad_mm"],
+        placement_sigma_mm,
+    )
+    return Measurement(
+        key="mad_mm",
+        label=label,
+        value=round(mad, 3),
+        unit="mm",
+        definition=definition,
+        method=method,
+        calibration=calibration,
+        source_image=source_image,
+        uncertainty=round(uncertainty, 3),
+        details={"side": side, "plane": "frontal"},
+    )
+
+
+def measure_alignment(
+    points_ras_mm: Mapping[str, npt.ArrayLike],
+    side: str,
+    calibration: Calibration,
+    source_image: str,
+    method: str = "manual",
+    placement_sigma_mm: float = DEFAULT_PLACEMENT_SIGMA_MM,
+) -> MeasurementTable:
+    """Measure lower-limb alignment from landmarks.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Label -> position (3,), RAS mm, with labels of :data:`ALIGNMENT_LABELS`;
+        ``hip_center`` may instead be given as three or more ``femoral_head_surface*``
+        points (sphere or circle fit). Each value is made when the landmarks it needs
+        (:data:`ALIGNMENT_NEEDS`) are present: the four centres give ``hka_deg`` and
+        ``mad_mm``, the condyles and plateau points add ``mldfa_deg``, ``mpta_deg`` and
+        ``jlca_deg``.
+    side
+        ``"left"`` or ``"right"``.
+    calibration
+        How the image's distances became mm; ``mad_mm`` is refused when uncalibrated.
+    source_image
+        Series Instance UID or file the landmarks were placed on.
+    method
+        ``manual`` or ``automatic``.
+    placement_sigma_mm
+        Standard deviation of a landmark coordinate, for the uncertainty (95 % half-width).
+
+    Returns
+    -------
+    MeasurementTable
+        A row per value whose landmarks are present, and ``mad_mm`` only when the image is
+        calibrated. ``not_measured`` names, for every other value, the landmarks it lacks or
+        the missing calibration; an angle outside the values a patient can have
+        (:data:`~MSKPlannerLib.landmark_checks.PLAUSIBLE_RANGES`) is not a row either, its
+        reason naming its landmarks.
+
+    Raises
+    ------
+    LandmarkError
+        Landmarks out of order along the limb (``hip_center`` must be superior to the knee
+        centres and they to ``ankle_center``), a side that contradicts the condyle or
+        plateau labels, or landmarks that do not lie near a frontal plane.
+    """
+    points_ras_mm = _with_hip_center(points_ras_mm)
+    points = {
+        label: np.asarray(points_ras_mm[label], dtype=float)
+        for label in ALIGNMENT_LABELS
+        if label in points_ras_mm
+    }
+    missing = missing_alignment_landmarks(points)
+    table = MeasurementTable()
+    for key, labels in missing.items():
+        if labels:
+            table.not_measured[key] = _missing_reason(labels)
+    if len(points) >= 2:
+        check_frontal_extent(np.stack(list(points.values())), "alignment", source_image)
+    check_alignment_landmarks(points, side, source_image)
+
+    angle_keys = [key for key in ANGLE_KEYS if not missing[key]]
+    angles = _angle_rows(
+        points, angle_keys, side, calibration, source_image, method, placement_sigma_mm
+    )
+    for row in angles.rows:
+        table.add(row)
+    table.not_measured.update(angles.not_measured)
+
+    if not missing["mad_mm"] and not calibration.is_calibrated:
         table.not_measured["mad_mm"] = length_refused_reason(calibration, source_image)
-    else:
-        mad = mechanical_axis_deviation_mm(points, side)
-        uncertainty = propagate_uncertainty(
-            lambda pts: mechanical_axis_deviation_mm(pts, side),
-            points,
-            ("hip_center", "ankle_center", "knee_center_femur", "knee_center_tibia"),
-            placement_sigma_mm,
-        )
-        table.add(
-            Measurement(
-                key="mad_mm",
-                label=label,
-                value=round(mad, 3),
-                unit="mm",
-                definition=definition,
-                method=method,
-                calibration=calibration,
-                source_image=source_image,
-                uncertainty=round(uncertainty, 3),
-                details={"side": side, "plane": "frontal"},
-            )
-        )
+    elif not missing["mad_mm"]:
+        table.add(_mad_row(points, side, calibration, source_image, method, placement_sigma_mm))
     logger.debug("alignment of %s (%s): %s", source_image, side, table.values())
     return table

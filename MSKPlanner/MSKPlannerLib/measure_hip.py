@@ -6,6 +6,7 @@ Public API
   landmarks of both sides used as reference.
 - :func:`resolve_femoral_head_center`: the head centre from ``femoral_head_center`` or from
   a sphere (CT) or circle (radiograph) fitted to ``femoral_head_surface*`` points.
+- :func:`missing_hip_landmarks`: which landmarks each hip value still lacks.
 - :func:`measure_hip`: points in RAS mm + side + calibration + source ->
   :class:`~MSKPlannerLib.measurement_table.MeasurementTable` with rows
   ``femoral_offset_mm``, ``cup_inclination_deg``, ``ccd_deg`` and ``lld_mm`` (each made
@@ -281,6 +282,25 @@ def resolve_femoral_head_center(
     return points
 
 
+def missing_hip_landmarks(points_ras_mm: Mapping[str, npt.ArrayLike]) -> dict[str, list[str]]:
+    """Which landmarks each hip value lacks.
+
+    Parameters
+    ----------
+    points_ras_mm
+        Label -> position (3,), RAS mm; ``femoral_head_center`` counts as placed when it can
+        be fitted to ``femoral_head_surface*`` points.
+
+    Returns
+    -------
+    dict
+        ``femoral_offset_mm``, ``cup_inclination_deg``, ``ccd_deg``, ``lld_mm`` -> the labels
+        it needs that are absent (empty when the value can be computed).
+    """
+    points = resolve_femoral_head_center(points_ras_mm)
+    return {key: [label for label in needs if label not in points] for key, needs in _NEEDS.items()}
+
+
 def measure_hip(
     points_ras_mm: Mapping[str, npt.ArrayLike],
     side: str,
@@ -309,8 +329,9 @@ def measure_hip(
     Returns
     -------
     MeasurementTable
-        A row per value whose landmarks are present; ``not_measured`` names the missing
-        landmarks or the missing calibration of the others, and gives the reason of values
+        A row per value whose landmarks are present; ``not_measured`` names, for each of the
+        others, the landmarks it lacks (:func:`missing_hip_landmarks`; all of them when no hip
+        landmark is placed) or the missing calibration, and gives the reason of values
         refused as anatomically impossible (see :func:`femur_refusals`, and a CCD angle outside
         :data:`~MSKPlannerLib.landmark_checks.PLAUSIBLE_RANGES`).
     """
@@ -318,17 +339,16 @@ def measure_hip(
         raise LandmarkError(f"side must be 'left' or 'right', not {side!r}")
     points = resolve_femoral_head_center(points_ras_mm)
     known = [v for k, v in points.items() if k in HIP_LABELS or k in PELVIS_LABELS]
-    if len(known) < 3:
-        raise LandmarkError(f"{source_image or 'the landmark set'} holds no hip landmarks")
-    check_frontal_extent(np.stack(known), "hip", source_image)
+    if len(known) >= 2:
+        check_frontal_extent(np.stack(known), "hip", source_image)
 
     values = hip_values(points, side)
     refused = femur_refusals(points, side, source_image)
     table = MeasurementTable()
+    missing = missing_hip_landmarks(points)
     for key, needs in _NEEDS.items():
-        missing = [label for label in needs if label not in points]
-        if missing:
-            table.not_measured[key] = f"missing landmark(s) {', '.join(missing)}"
+        if missing[key]:
+            table.not_measured[key] = f"missing landmark(s) {', '.join(missing[key])}"
             continue
         reason = refused.get(key) or out_of_range_error(key, values[key], needs, source_image)
         if reason is not None:

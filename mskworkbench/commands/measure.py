@@ -218,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         table.write_json(args.out)
     result = _flat(args.kind, table)
     refused = {k: v for k, v in table.not_measured.items() if k in result}
+    if not table.rows:
+        reasons = "; ".join(f"{key}: {reason}" for key, reason in refused.items())
+        raise CommandError(f"no {args.kind} value could be measured: {reasons}")
     for key, reason in refused.items():
         print(f"mskwb measure: {key} not measured: {reason}", file=sys.stderr)
     if args.json:
