@@ -19,6 +19,7 @@ import vtk
 from MSKPlannerLib.case_loading import LoadedImage
 from MSKPlannerLib.case_measures import names_table_for
 from MSKPlannerLib.label_maps import LabelMapError, read_label_map
+from MSKPlannerLib.landmarks import LandmarkSet
 from MSKPlannerLib.measure_cobb import body_end_line_ras
 from MSKPlannerLib.rendering import (
     PALETTE,
@@ -42,7 +43,13 @@ logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-SHORT_NAMES = {"hka_deg": "HKA", "mldfa_deg": "mLDFA", "mpta_deg": "MPTA", "jlca_deg": "JLCA"}
+SHORT_NAMES = {
+    "hka_deg": "HKA",
+    "mldfa_deg": "mLDFA",
+    "mpta_deg": "MPTA",
+    "jlca_deg": "JLCA",
+    "cobb_deg": "Cobb",
+}
 
 #: Smallest height/width ratio of a comparison picture worth showing.
 MIN_ASPECT = 0.25
@@ -273,49 +280,74 @@ def _alignment_overlays(points: dict[str, FloatArray]) -> SliceOverlays:
     return SliceOverlays(points=marks, lines=lines)
 
 
+def landmark_positions_ras(landmarks: LandmarkSet) -> FloatArray:
+    """Every landmark point and every line end of a landmark set, shape (N, 3), RAS mm.
+
+    N is 0 for an empty set; a set of endplate lines alone still has the lines' ends.
+    """
+    positions = [
+        np.asarray(p, dtype=float).reshape(-1, 3) for p in landmarks.points_ras_mm.values()
+    ]
+    positions += [
+        np.asarray(e, dtype=float).reshape(-1, 3) for e in landmarks.lines_ras_mm.values()
+    ]
+    if not positions:
+        return np.empty((0, 3))
+    return np.concatenate(positions)
+
+
+def _landmark_overlays(landmarks: LandmarkSet) -> SliceOverlays:
+    overlays = _alignment_overlays(landmarks.points_ras_mm)
+    for name, ends in landmarks.lines_ras_mm.items():
+        a, b = np.asarray(ends, dtype=float)
+        overlays.lines.append(LineMark(tuple(a), tuple(b), JOINT_COLOUR, name))
+    return overlays
+
+
+def _landmark_pictures(
+    state: PlanState, image: LoadedImage, landmarks: LandmarkSet
+) -> list[npt.NDArray[np.uint8]]:
+    """The landmarks drawn on their image: whole radiograph and knee, or a coronal CT slice."""
+    overlays = _landmark_overlays(landmarks)
+    values = [
+        _value_text(state, key, "°") for key in ("hka_deg", "mldfa_deg", "mpta_deg", "cobb_deg")
+    ]
+    title = "  ".join(v for v in values if v)
+    if image.kind == "radiograph":
+        pictures = [_radiograph_picture(image, overlays, title)]
+        knee = _knee_picture(image, landmarks.points_ras_mm, overlays, title)
+        return pictures + ([knee] if knee is not None else [])
+    positions = landmark_positions_ras(landmarks)
+    if len(positions) == 0:
+        return []
+    window, level = image.window_level
+    picture = render_slice(
+        image.array_kji,
+        image.ijk_to_ras_mm,
+        window,
+        level,
+        orientation="coronal",
+        center_ras_mm=positions.mean(axis=0),
+        overlays=overlays,
+        title=title,
+    )
+    return [picture]
+
+
 def _measurement_figures(state: PlanState) -> list[Figure]:
     figures = []
     image = state.landmark_image
     landmarks = state.landmarks
-    if landmarks is not None and image is not None:
-        overlays = _alignment_overlays(landmarks.points_ras_mm)
-        for name, ends in landmarks.lines_ras_mm.items():
-            a, b = np.asarray(ends, dtype=float)
-            overlays.lines.append(LineMark(tuple(a), tuple(b), JOINT_COLOUR, name))
-        values = [
-            _value_text(state, "hka_deg", "°"),
-            _value_text(state, "mldfa_deg", "°"),
-            _value_text(state, "mpta_deg", "°"),
-        ]
-        title = "  ".join(v for v in values if v)
-        pictures = []
-        if image.kind == "radiograph":
-            pictures.append(
-                _radiograph_picture(image, overlays, _value_text(state, "hka_deg", "°"))
-            )
-            knee = _knee_picture(image, landmarks.points_ras_mm, overlays, title)
-            if knee is not None:
-                pictures.append(knee)
-        else:
-            window, level = image.window_level
-            centre = np.mean(list(landmarks.points_ras_mm.values()), axis=0)
-            pictures.append(
-                render_slice(
-                    image.array_kji,
-                    image.ijk_to_ras_mm,
-                    window,
-                    level,
-                    orientation="coronal",
-                    center_ras_mm=centre,
-                    overlays=overlays,
-                    title=title,
-                )
-            )
+    pictures = (
+        [] if landmarks is None or image is None else _landmark_pictures(state, image, landmarks)
+    )
+    if pictures and image is not None:
         figures.append(
             Figure(
                 "measurements",
-                f"Landmarks on {image.title}: mechanical axes (cyan), joint lines (orange), "
-                "hip-ankle load line (green), femoral neck and shaft axes (magenta).",
+                f"Landmarks on {image.title}: mechanical axes (cyan), joint lines and endplate "
+                "lines (orange), hip-ankle load line (green), femoral neck and shaft axes "
+                "(magenta).",
                 pictures,
                 ["whole image", "knee"][: len(pictures)],
             )
@@ -409,6 +441,9 @@ def _cobb_lines(
             logger.warning("Cobb line of %s not drawn: no tilt or label for it", vertebra)
             continue
         kji = np.argwhere(labels_kji == values[0])
+        if kji.size == 0:
+            logger.warning("Cobb line of %s not drawn: the label map has no voxel of it", vertebra)
+            continue
         points_ras = (ijk_to_ras_mm[:3, :3] @ kji[:, ::-1].T).T + ijk_to_ras_mm[:3, 3]
         start, finish = body_end_line_ras(
             points_ras, float(tilt_deg), end, overhang=0.4, depth_ras_mm=depth_ras_mm
