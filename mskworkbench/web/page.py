@@ -26,7 +26,7 @@ def _search_panel() -> None:
             v3.VTextField(
                 id="search-text",
                 v_model=("search_text",),
-                label="Patient ID (wildcards * ?)",
+                label="Patient ID, name or accession (wildcards * ?)",
                 density="compact",
                 hide_details=True,
                 clearable=True,
