@@ -35,3 +35,34 @@ def test_a_malformed_landmark_names_the_file_and_the_point(
     error = capsys.readouterr().err.strip()
     assert status == 2 and len(error.splitlines()) == 1
     assert str(path) in error and "'hip_center'" in error
+
+
+def test_serve_says_an_archive_file_is_not_an_archive_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "archive.zip"
+    a_file.write_bytes(b"not a folder")
+
+    status = main(["serve", "--archive", str(a_file), "--port", "0"])
+
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and len(error.splitlines()) == 1
+    assert f"{a_file} is a file, not an archive folder" in error
+    assert "does not exist" not in error
+
+
+def test_serve_says_a_work_dir_file_is_not_a_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "archive").mkdir()
+    a_file = tmp_path / "work"
+    a_file.write_text("")
+
+    status = main(
+        ["serve", "--archive", str(tmp_path / "archive"), "--work-dir", str(a_file), "--port", "0"]
+    )
+
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and len(error.splitlines()) == 1
+    assert f"--work-dir {a_file} is a file, not a folder" in error
+    assert "File exists" not in error

@@ -13,10 +13,12 @@ from dicom_factory import copy_series, study_uid_of
 
 from MSKPriorsLib.archive import LocalArchive
 from MSKPriorsLib.dicomweb import DicomWebClient
+from MSKPriorsLib.hanging_protocols import load_rules
 from MSKPriorsLib.prior_discovery import discover_priors, find_study
 from MSKPriorsLib.servers import server_from_url
 from mskworkbench.cli import main
 from mskworkbench.local_orthanc import LocalOrthanc, free_loopback_port
+from mskworkbench.web.hanging_read import plan_for
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -92,6 +94,24 @@ def test_empty_patient_id_gets_no_priors_even_with_another_empty_id_study(
     assert current.patient.patient_id == ""
     assert result.priors == [] and result.rejected == []
     assert "empty PatientID" in result.reason
+
+
+def test_empty_patient_id_study_still_gets_its_own_series_and_hangs(
+    anonymous_archive: tuple[Path, str],
+) -> None:
+    folder, current_uid = anonymous_archive
+    with LocalArchive(folder) as archive:
+        current = find_study([archive], current_uid)
+        result = discover_priors(current, [archive])
+        archived = archive.search_series(current_uid)
+
+    plan = plan_for(load_rules(), result, result.priors)
+
+    assert [s.series_uid for s in result.current_series] == [s.series_uid for s in archived]
+    assert result.current.modalities == ("CT",)
+    assert result.priors == [] and "empty PatientID" in result.reason
+    assert plan.assignments and plan.unfilled == {}
+    assert {a.series_uid for a in plan.assignments} == {archived[0].series_uid}
 
 
 def test_cli_reports_no_priors_for_the_empty_patient_id(

@@ -252,12 +252,28 @@ def test_a_click_right_after_choosing_place_lands_where_it_was_made(page: Browse
         "[...document.querySelectorAll('.view-placing')].map(e => e.textContent.trim())"
     )
     page.screenshot(ARTIFACTS / "viewer_placing.png")
+    prior_views = page.evaluate(f"{state}.get('prior_views')")
+    ankle_before = landmark_ras(page, "ankle_center")
+    # A click in a view showing a prior places nothing, and the page says why.
+    prior = slice_view_rectangles(page)[prior_views[0]]
+    page.click_at(prior[0] + 0.5 * prior[2], prior[1] + 0.5 * prior[3])
+    refused = page.wait_for(
+        "(() => { const n = document.querySelector('#placing-notice');"
+        " return n ? n.textContent : ''; })()",
+        10,
+    )
+    page.screenshot(ARTIFACTS / "viewer_prior_click_refused.png")
+    time.sleep(1.0)
+    after_refused = landmark_ras(page, "ankle_center")
     page.click_at(x + 0.2 * red[2], y)
     page.wait_for("document.querySelector('#placing') === null", 10)
 
     assert "ankle_center" in banner
-    assert len(hints) == 4 and all("Click to place ankle_center" in h for h in hints)
-    assert landmark_ras(page, "ankle_center")
+    # The hint is drawn on the views of the current study only.
+    assert prior_views and len(hints) == 4 - len(prior_views)
+    assert all("Click to place ankle_center" in h for h in hints)
+    assert "placed on the current study" in refused and after_refused == ankle_before
+    assert landmark_ras(page, "ankle_center") not in ("", ankle_before)
     assert landmark_ras(page, "hip_center") == placed
 
 

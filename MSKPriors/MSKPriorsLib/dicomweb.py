@@ -421,15 +421,18 @@ class DicomWebClient:
         study_date: str | None = None,
         modality: str | None = None,
         issuer: str | None = None,
+        patient_name: str | None = None,
     ) -> list[StudyRecord]:
         """Find studies (QIDO-RS ``/studies``); filters left as None are not sent.
 
-        ``study_date`` takes DICOM ranges (``20200101-20201231``). Each record's body parts and
-        lateralities are those the server reports at study level (often none; the series
-        search fills them in).
+        ``study_date`` takes DICOM ranges (``20200101-20201231``). ``patient_id``,
+        ``patient_name`` and ``accession_number`` may hold the wildcards ``*`` and ``?``.
+        Each record's body parts and lateralities are those the server reports at study level
+        (often none; the series search fills them in).
         """
         filters = {
             "PatientID": patient_id or "",
+            "PatientName": patient_name or "",
             "StudyInstanceUID": study_uid or "",
             "AccessionNumber": accession_number or "",
             "StudyDate": study_date or "",

@@ -449,7 +449,9 @@ def _fill(
             study, series_list, rank = found
         series = select_series(series_list, view.series)
         if series is None:
-            plan.unfilled[view.view] = f"no series of study {study.study_uid} fits the view"
+            which = "the current study" if rank == 0 else f"prior number {rank}"
+            plan.unfilled[view.view] = f"no series of {which} fits the view"
+            logger.info("view %s: no series of study %s fits", view.view, study.study_uid)
             continue
         preset = default_preset_for(series.modality) if view.preset == "auto" else view.preset
         plan.assignments.append(

@@ -309,7 +309,8 @@ def discover_priors(
     -------
     PriorSearch
         Ranked priors, rejected identities and excluded studies. A current study with an empty
-        PatientID gives no priors and a ``reason`` saying so; no source is searched.
+        PatientID gives no priors and a ``reason`` saying so; no source is searched for other
+        studies, but the current study's own series are still searched (it is still read).
     """
     result = PriorSearch(current=current)
     if not current.patient.is_identifiable:
@@ -318,6 +319,8 @@ def discover_priors(
             "no prior can be identified"
         )
         logger.info("study %s has no PatientID: no prior search", current.study_uid)
+        if fetch_series:
+            _fill_current_series(result, sources)
         return result
 
     by_name: dict[str, StudySource] = {}
@@ -326,10 +329,8 @@ def discover_priors(
     result.source_errors.extend(f"{name}: {text}" for name, text in failures.items())
     reachable = [source for source in sources if source_name(source) not in failures]
     if fetch_series:
-        current_series = _series_of(current.study_uid, reachable, result.source_errors)
-        result.current_series = tuple(current_series)
-        current = _enriched(current, current_series)
-        result.current = current
+        _fill_current_series(result, reachable)
+    current = result.current
 
     scored: list[tuple[float, int, str, RankedPrior]] = []
     for study_uid, copies in found.items():
@@ -376,6 +377,17 @@ def discover_priors(
         len(result.excluded),
     )
     return result
+
+
+def _fill_current_series(result: PriorSearch, sources: Sequence[StudySource]) -> None:
+    """Search the current study's series and fill its modalities and body parts from them.
+
+    The current study is always read, whether or not it can have priors, so its series are
+    searched even when its PatientID is empty.
+    """
+    current_series = _series_of(result.current.study_uid, sources, result.source_errors)
+    result.current_series = tuple(current_series)
+    result.current = _enriched(result.current, current_series)
 
 
 def _recency_key(relevance: RelevanceScore) -> int:

@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
 def _check_source(args: argparse.Namespace) -> None:
     """Fail now, once, on a source every viewer process would fail on."""
     if args.archive is not None:
+        if args.archive.exists() and not args.archive.is_dir():
+            raise CommandError(
+                f"{args.archive} is a file, not an archive folder; give the folder that "
+                "mskwb import or mskwb fetch fills"
+            )
         from mskworkbench.archive_folders import check_archive_folder
 
         check_archive_folder(args.archive)
@@ -80,6 +85,18 @@ def _check_source(args: argparse.Namespace) -> None:
         resolve_server(args.pacs)
     except (OSError, ValueError, KeyError) as error:
         raise CommandError(str(error)) from error
+
+
+def _make_work_dir(work_dir: Path) -> None:
+    """Create the work folder, or say plainly why it cannot be one."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise CommandError(f"--work-dir {work_dir} is a file, not a folder; give a folder")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(
+            f"--work-dir {work_dir} cannot be created: {error.strerror or error}"
+        ) from error
 
 
 def _child_command(args: argparse.Namespace, work_dir: Path) -> list[str]:
@@ -117,7 +134,7 @@ def _run_front(args: argparse.Namespace) -> int:
     if work_dir is None:
         holder = tempfile.TemporaryDirectory(prefix="mskwb-serve-")
         work_dir = Path(holder.name)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    _make_work_dir(work_dir)
     child_env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
     launcher = ViewerLauncher(
         lambda folder: _child_command(args, folder),
@@ -152,7 +169,7 @@ def _run_viewer_child(args: argparse.Namespace) -> int:
 
     if args.work_dir is None:
         raise CommandError("a viewer process needs the --work-dir its front gives it")
-    args.work_dir.mkdir(parents=True, exist_ok=True)
+    _make_work_dir(args.work_dir)
     source: ViewerSource
     try:
         if args.archive is not None:

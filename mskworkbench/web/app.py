@@ -38,7 +38,7 @@ from mskworkbench.web.hanging_layout import (
 from mskworkbench.web.landmark_panel import INITIAL_PANEL_STATE, LandmarkPanel
 from mskworkbench.web.page import build_page, slice_view_ui
 from mskworkbench.web.placement import ClickPlacement
-from mskworkbench.web.plan_jobs import PlanJobs
+from mskworkbench.web.plan_jobs import PlanJobs, plan_failure_message
 from mskworkbench.web.prior_registration import PriorRegistration
 from mskworkbench.web.single_reader import SingleReader
 from mskworkbench.web.sources import ViewerSource
@@ -57,6 +57,7 @@ INITIAL_STATE: dict[str, Any] = {
     "shown_priors": [],
     "hanging": None,
     "view_labels": {},
+    "prior_views": [],
     "preset": case_workflow.PROTOCOL_PRESET,
     "linked": True,
     "status_message": "Search for a patient or study to begin.",
@@ -130,6 +131,8 @@ class ViewerApp:
             self.slicer_app.scene,
             self.slicer_app.markups_logic,
             lambda status: self.panel.on_placement_changed(status),
+            self.workflow.shows_prior,
+            lambda view_id: self.panel.on_click_refused(view_id),
         )
         self.panel = LandmarkPanel(self.state, self.workflow, self.placement, self._report_error)
         self.registration = PriorRegistration(self.state, self.workflow, self._report_error)
@@ -318,6 +321,7 @@ class ViewerApp:
         self.state.shown_priors = self.workflow.shown_prior_uids
         self.state.selected_prior = next(iter(self.workflow.shown_prior_uids), None)
         self.state.view_labels = self.workflow.view_labels()
+        self.state.prior_views = self.workflow.prior_views()
 
     def _publish_case(self, study: StudyRecord, warnings: list[str]) -> None:
         with self.state:
@@ -379,10 +383,11 @@ class ViewerApp:
             run_id, out_dir = self.plans.new_run_folder()
             inputs = self.workflow.plan_inputs(out_dir)
             downloads = await self.plans.run(run_id, inputs)
-        except Exception as error:
-            self._report_error(error)
+        except Exception as error:  # the page gets a short sentence, the log the details
+            logger.exception("the plan of the open case failed")
             with self.state:
-                self.state.plan_message = f"The plan failed: {error}"
+                self.state.error_message = plan_failure_message(error)
+                self.state.plan_message = self.state.error_message
             downloads = []
         if planned_case != self._case_serial:
             return  # another study was opened meanwhile: this plan is not the page's

@@ -37,7 +37,7 @@ from mskworkbench.web.hanging_read import (
     read_hanging,
     view_labels,
 )
-from mskworkbench.web.landmark_files import ImportedLandmarks, import_markups
+from mskworkbench.web.landmark_files import ExpectedIdentity, ImportedLandmarks, import_markups
 from mskworkbench.web.landmark_sets import calibration_of
 from mskworkbench.web.sources import ViewerSource
 from mskworkbench.web.study_rows import (
@@ -91,6 +91,14 @@ class OpenedCase:
     current: ReadSeries
     surfaces: list[bones.BoneSurface] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def series_name(header: Any) -> str:
+    """How the page names a series: its number and description, as the scanner wrote them."""
+    number = str(getattr(header, "SeriesNumber", "") or "").strip()
+    description = str(getattr(header, "SeriesDescription", "") or "").strip()
+    parts = [f"series {number}" if number else "", description]
+    return " · ".join(part for part in parts if part) or "the series shown"
 
 
 class CaseWorkflow:
@@ -150,7 +158,7 @@ class CaseWorkflow:
             reference = ReadSeries(study_uid, series.series_uid, "current", self._read(series))
         opened = OpenedCase(search.current, search, hanging, reference)
         opened.warnings += [w.message for w in reference.volume.warnings]
-        opened.warnings += [f"{view}: {why}." for view, why in plan.unfilled.items()]
+        # Views the plan could not fill are named by the hanging-protocol panel, not here.
         if search.reason:
             opened.warnings.append(search.reason)
         if search.rejected:
@@ -248,6 +256,16 @@ class CaseWorkflow:
         self.on_layout(plan.layout, self.has_bones)
         self.case.hang(hung_views(plan))
         self.apply_preset(self.page_preset)
+
+    def prior_views(self) -> list[str]:
+        """The slice views that show a series of a prior study, in the plan's order."""
+        if self.hanging is None:
+            return []
+        return [a.view for a in self.hanging.assignments if a.role == "prior"]
+
+    def shows_prior(self, view: str) -> bool:
+        """Whether a slice view shows a series of a prior study."""
+        return view in self.prior_views()
 
     @property
     def shown_prior_uids(self) -> list[str]:
@@ -359,11 +377,23 @@ class CaseWorkflow:
         See :func:`~mskworkbench.web.landmark_files.import_markups`.
         """
         reference = self.series.get(self.reference_uid)
-        if self.case.current is None or reference is None:
+        if self.case.current is None or reference is None or self.current_study is None:
             raise ValueError("open a study before loading landmarks")
-        image_name = f"the current image (series {self.reference_uid})"
+        patient = self.current_study.patient
+        expected = ExpectedIdentity(
+            patient.patient_id,
+            patient.name,
+            patient.birth_date,
+            self.current_study.study_uid,
+            {read.series_uid for read in self.series.values() if read.role == "current"},
+        )
         imported = import_markups(
-            self.landmarks, file_name, content, reference.volume.image, image_name
+            self.landmarks,
+            file_name,
+            content,
+            reference.volume.image,
+            f"the current image ({series_name(reference.volume.header)})",
+            expected,
         )
         self.case.jump_to(imported.center_ras_mm)
         return imported

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from MSKPriorsLib.records import StudyRecord
 from mskworkbench.web.case_workflow import CaseWorkflow
 from mskworkbench.web.landmark_sets import (
     ENDPLATES,
@@ -21,6 +22,7 @@ from mskworkbench.web.landmark_sets import (
     set_of_label,
 )
 from mskworkbench.web.placement import ClickPlacement, PlacementStatus
+from mskworkbench.web.study_rows import study_row
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,33 @@ INITIAL_PANEL_STATE: dict[str, Any] = {
     "measurement_sets": [{"value": k, "title": v.title} for k, v in MEASUREMENT_SETS.items()],
     "calibration": "",
     "placing": None,
+    "placing_notice": "",
     "vertebrae": list(VERTEBRAE),
     "endplates": list(ENDPLATES),
     "cobb_vertebra": "L1",
     "cobb_endplate": "superior",
 }
+
+
+#: What the page says when a click in a view that shows a prior placed nothing.
+PRIOR_VIEW_REFUSED = (
+    "Landmarks are placed on the current study: click in a view showing it. Nothing was placed."
+)
+
+
+def identity_notice(study: StudyRecord | None, named_identity: list[str]) -> str:
+    """The sentence saying for whom loaded landmarks are measured, and what the file named.
+
+    Slicer's markups files name neither patient nor image, so the reader must confirm the
+    file is this patient's; a file that names its patient was checked against the study.
+    """
+    if study is None:
+        return ""
+    row = study_row(study)
+    whom = f"Measured for {row['patient_label']} · study of {row['date']}."
+    if named_identity:
+        return f"{whom} The file names {', '.join(named_identity)}, which match this study."
+    return f"{whom} The file does not name its patient: confirm it is this patient's."
 
 
 def replaced_notice(file_name: str, replaced: list[str]) -> str:
@@ -123,6 +147,8 @@ class LandmarkPanel:
         """Show what is being placed; say what was placed when the placement ends."""
         with self.state:
             self.state.placing = status.to_state()
+            if not status.label or status.points_placed:
+                self.state.placing_notice = ""
             finished = self._placing_label and not status.label
             if finished and self._placing_label in self.landmarks.active_nodes():
                 node = self.landmarks.nodes[self._placing_label]
@@ -130,6 +156,11 @@ class LandmarkPanel:
                     self.state.status_message = f"{self._placing_label} placed."
             self._placing_label = status.label
             self.publish()
+
+    def on_click_refused(self, view_id: str) -> None:
+        """Say why a click in a view showing a prior placed nothing."""
+        with self.state:
+            self.state.placing_notice = PRIOR_VIEW_REFUSED
 
     def move_landmark(self, label: str, axis: int, step_mm: float, point_index: int = 0) -> None:
         """Move one landmark (or a line's end) by ``step_mm`` along RAS axis ``axis``."""
@@ -212,7 +243,11 @@ class LandmarkPanel:
             side = self.landmarks.side
             with self.state:
                 self.state.error_message = ""
-                self.state.landmark_notice = replaced_notice(name, imported.replaced)
+                notices = [
+                    identity_notice(self.workflow.current_study, imported.named_identity),
+                    replaced_notice(name, imported.replaced),
+                ]
+                self.state.landmark_notice = " ".join(n for n in notices if n)
                 self.state.side = side
                 self.state.landmarks_loaded_from = name
                 message = f"Landmarks loaded from {name or 'the file'}"

@@ -80,7 +80,7 @@ def _placing_banner() -> None:
         id="placing",
     ):
         html.Span(
-            "Placing {{ placing.label }}: click in a slice view"
+            "Placing {{ placing.label }}: click in a view of the current study"
             "{{ placing.points_needed > 1 ? ' (end ' + (placing.points_placed + 1) + ' of 2)'"
             " : '' }}. ",
             id="placing-label",
@@ -98,6 +98,13 @@ def _placing_banner() -> None:
             variant="text",
             click="trigger('cancel_placing')",
             id="cancel-placing",
+        )
+        html.Div(
+            "{{ placing_notice }}",
+            v_if=("placing_notice",),
+            id="placing-notice",
+            classes="text-caption text-warning mt-1",
+            style=WRAPPED,
         )
 
 

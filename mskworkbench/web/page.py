@@ -26,7 +26,7 @@ def _search_panel() -> None:
             v3.VTextField(
                 id="search-text",
                 v_model=("search_text",),
-                label="Patient ID (wildcards * ?)",
+                label="Patient ID, name or accession (wildcards * ?)",
                 density="compact",
                 hide_details=True,
                 clearable=True,
@@ -70,8 +70,8 @@ def _priors_panel() -> None:
         v3.VCardTitle("Current and priors", classes="text-subtitle-1")
         with v3.VCardText(classes="pb-1"):
             html.Div(
-                "Current: {{ current_study.patient_label }} · {{ current_study.date }} · "
-                "{{ current_study.description }}",
+                "Current: {{ [current_study.patient_label, current_study.date,"
+                " current_study.description].filter(Boolean).join(' · ') }}",
                 id="current-study",
                 classes="text-body-2 mb-2",
             )
@@ -254,10 +254,14 @@ def slice_view_ui(server: Any, view_id: str, view: Any) -> None:
     html.Div(
         "Click to place {{ placing.label }}"
         "{{ placing.points_needed > 1 ? ' (end ' + (placing.points_placed + 1) + ' of 2)' : '' }}",
-        v_if=(f"placing && placing.ready && view_labels['{name}']",),
+        # Only on views of the current study (a click in a prior's view places nothing),
+        # and below the view's label, so that the label stays readable in a narrow view.
+        v_if=(
+            f"placing && placing.ready && view_labels['{name}'] && !prior_views.includes('{name}')",
+        ),
         classes="view-placing text-body-2 px-2",
         style=(
-            "position: absolute; top: 4px; right: 4px; color: #FFD91A; pointer-events: none;"
+            "position: absolute; top: 30px; left: 4px; color: #FFD91A; pointer-events: none;"
             "border: 1px solid #FFD91A; border-radius: 4px;"
         ),
         **data_attribute("view", f"'{name}'"),

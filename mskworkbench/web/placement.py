@@ -74,11 +74,18 @@ class ClickPlacement:
     """
 
     def __init__(
-        self, scene: Any, markups_logic: Any, on_change: Callable[[PlacementStatus], None]
+        self,
+        scene: Any,
+        markups_logic: Any,
+        on_change: Callable[[PlacementStatus], None],
+        shows_prior: Callable[[str], bool] = lambda _view_id: False,
+        on_refused: Callable[[str], None] = lambda _view_id: None,
     ) -> None:
         self.scene = scene
         self.markups_logic = markups_logic
         self.on_change = on_change
+        self.shows_prior = shows_prior
+        self.on_refused = on_refused
         self.status = PlacementStatus()
         self._node: Any = None
         self._node_tags: list[int] = []
@@ -95,16 +102,42 @@ class ClickPlacement:
         return node is not None and node.GetCurrentInteractionMode() == node.Place
 
     def guard_view(self, view_id: str, interactor: Any) -> None:
-        """Make a left press in place mode in this view first pass a move at its position."""
+        """Guard left presses in place mode in this view.
+
+        A press in a view that shows a prior study places nothing: landmarks belong to the
+        current study, and a prior's anatomy lies elsewhere in the current frame unless its
+        registration is exact. The press is stopped before the view's interactor style sees
+        it and ``on_refused`` is called. Any other press first passes a move at its position.
+        """
         if self._guarded.get(view_id) is interactor:
             return
+        tags: list[int] = []
 
         def move_before_press(caller: Any, _event: str) -> None:
-            if self._in_place_mode():
-                caller.InvokeEvent(vtk.vtkCommand.MouseMoveEvent)
+            if not self._in_place_mode():
+                return
+            if self.shows_prior(view_id):
+                caller.GetCommand(tags[0]).SetAbortFlag(1)
+                logger.info("click in view %s refused: it shows a prior study", view_id)
+                self.on_refused(view_id)
+                return
+            caller.InvokeEvent(vtk.vtkCommand.MouseMoveEvent)
 
-        interactor.AddObserver(
-            vtk.vtkCommand.LeftButtonPressEvent, move_before_press, BEFORE_STYLE_PRIORITY
+        def refuse_release(caller: Any, _event: str) -> None:
+            # Slicer places a point on the click its style makes of a press and a release:
+            # the release must not reach the style either.
+            if self._in_place_mode() and self.shows_prior(view_id):
+                caller.GetCommand(tags[1]).SetAbortFlag(1)
+
+        tags.append(
+            interactor.AddObserver(
+                vtk.vtkCommand.LeftButtonPressEvent, move_before_press, BEFORE_STYLE_PRIORITY
+            )
+        )
+        tags.append(
+            interactor.AddObserver(
+                vtk.vtkCommand.LeftButtonReleaseEvent, refuse_release, BEFORE_STYLE_PRIORITY
+            )
         )
         self._guarded[view_id] = interactor
 

@@ -61,6 +61,24 @@ def plan_open_case(inputs: dict[str, Any], out_dir: Path, progress: Progress) ->
     return [out_dir / name for name in DOWNLOADS]
 
 
+#: Packages whose exceptions carry sentences written for the reader.
+OWN_PACKAGES = ("MSKPlannerLib", "MSKPriorsLib", "mskworkbench")
+
+
+def plan_failure_message(error: BaseException) -> str:
+    """The page's short sentence for a failed plan.
+
+    Our own errors say what to do in plain words and are shown; any other error (a Python
+    or library message such as a failed number conversion) is named only as an internal
+    error, its details going to the server log.
+    """
+    ours = type(error).__module__.split(".")[0] in OWN_PACKAGES
+    reason = str(error).strip().rstrip(".") if ours else ""
+    if not reason:
+        return "The plan failed: an internal error stopped it (the details are in the server log)."
+    return f"The plan failed: {reason[0].upper()}{reason[1:]}."
+
+
 class PlanJobs:
     """Runs plans one at a time off the event loop and serves their outputs.
 

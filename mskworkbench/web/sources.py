@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +31,11 @@ class ViewerSource(Protocol):
     pacs: str | None
 
     def search(self, text: str) -> list[StudyRecord]:
-        """Studies whose PatientID matches ``text`` (``*`` and ``?`` wildcards)."""
+        """Studies whose PatientID, patient name or accession number matches ``text``.
+
+        ``*`` and ``?`` are wildcards; text without them matches anywhere in the value. The
+        studies are listed newest first.
+        """
         ...
 
     def study(self, study_uid: str) -> StudyRecord:
@@ -50,12 +55,37 @@ class ViewerSource(Protocol):
         ...
 
 
+#: Characters a search text may not hold: the DICOM value separator (a backslash would make
+#: a QIDO-RS filter a list of values) and control characters.
+REFUSED_SEARCH_CHARACTERS = "\\" + "".join(chr(code) for code in range(32)) + chr(127)
+
+
 def search_pattern(text: str) -> str:
-    """The PatientID pattern of a search text: as typed with wildcards, else ``*text*``."""
+    """The pattern of a search text: as typed with wildcards, else ``*text*``.
+
+    Raises
+    ------
+    ValueError
+        When the text holds a backslash or a control character.
+    """
     text = text.strip()
+    if any(c in REFUSED_SEARCH_CHARACTERS for c in text):
+        raise ValueError("Search text may not hold a backslash or control characters.")
     if not text or any(c in text for c in "*?"):
         return text
     return f"*{text}*"
+
+
+def matches(pattern: str, value: str) -> bool:
+    """Whether a value matches a search pattern (``*`` and ``?``), ignoring case."""
+    return fnmatch.fnmatchcase(value.lower(), pattern.lower().replace("[", "[[]"))
+
+
+def newest_first(studies: Iterable[StudyRecord]) -> list[StudyRecord]:
+    """Studies without repeats (by StudyInstanceUID), newest first, as the archive lists them."""
+    unique = {study.study_uid: study for study in reversed(list(studies))}
+    by_uid = sorted(unique.values(), key=lambda s: s.study_uid)
+    return sorted(by_uid, key=lambda s: (s.study_date, s.study_time), reverse=True)
 
 
 class ArchiveSource:
@@ -79,7 +109,7 @@ class ArchiveSource:
 
     def search(self, text: str) -> list[StudyRecord]:
         """Archived studies whose PatientID, name or accession matches ``text``."""
-        pattern = search_pattern(text).lower()
+        pattern = search_pattern(text)
         studies = self.archive.search_studies()
         if not pattern:
             return studies
@@ -87,7 +117,7 @@ class ArchiveSource:
             s
             for s in studies
             if any(
-                fnmatch.fnmatchcase(value.lower(), pattern)
+                matches(pattern, value)
                 for value in (s.patient.patient_id, s.patient.name, s.accession_number)
             )
         ]
@@ -134,8 +164,23 @@ class PacsSource:
         self.archive = LocalArchive(Path(cache))
 
     def search(self, text: str) -> list[StudyRecord]:
-        """Studies whose PatientID matches ``text`` on the PACS (QIDO-RS wildcards)."""
-        return self.client.search_studies(patient_id=search_pattern(text) or None)
+        """Studies whose PatientID, name or accession matches ``text`` on the PACS, newest first.
+
+        QIDO-RS has no "any of these attributes" search: one search is sent per attribute
+        (with the QIDO-RS wildcards) and the answers are merged.
+        """
+        pattern = search_pattern(text)
+        if not pattern:
+            return newest_first(self.client.search_studies())
+        found: list[StudyRecord] = []
+        found += self.client.search_studies(patient_id=pattern)
+        # Orthanc matches no name pattern that holds the component separator ``^``; a
+        # single-character wildcard in its place finds them, and the same match as the
+        # archive's then keeps only the studies the text names.
+        by_name = self.client.search_studies(patient_name=pattern.replace("^", "?"))
+        found += [s for s in by_name if matches(pattern, s.patient.name)]
+        found += self.client.search_studies(accession_number=pattern)
+        return newest_first(found)
 
     def study(self, study_uid: str) -> StudyRecord:
         """One study by UID."""
