@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.cli import main
 
 
@@ -54,7 +55,7 @@ def test_serve_says_an_archive_file_is_not_an_archive_folder(
 def test_serve_says_a_work_dir_file_is_not_a_folder(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    (tmp_path / "archive").mkdir()
+    LocalArchive(tmp_path / "archive").close()  # an empty archive
     a_file = tmp_path / "work"
     a_file.write_text("")
 
