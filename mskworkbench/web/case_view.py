@@ -303,14 +303,14 @@ class CaseView:
 
     def _sync_from(self, source_id: str) -> None:
         """Scroll every other shown view of the same orientation to the source's offset."""
-        if not self.linked or self._syncing or len(self.hung) < 2:
+        if not self.linked or self._syncing or len(self.hung) < 2 or self._is_flat(source_id):
             return
         self._syncing = True
         try:
             normal = self._normal(source_id)
             offset_mm = self._view(source_id).get_slice_value()
             for target_id in self.shown_views:
-                if target_id == source_id:
+                if target_id == source_id or self._is_flat(target_id):
                     continue
                 if float(np.dot(normal, self._normal(target_id))) < SAME_NORMAL_COSINE:
                     continue
@@ -344,11 +344,27 @@ class CaseView:
         """The slice view's offset along its normal (RAS, mm)."""
         return float(self._view(view_id).get_slice_value())
 
-    def jump_to(self, position_ras_mm: Any) -> None:
-        """Move every shown slice view through a RAS point (mm)."""
+    def _is_flat(self, view_id: str) -> bool:
+        """Whether a view shows a single image (a radiograph), whose frame is its own.
+
+        A radiograph's coordinates are not patient coordinates, so its view neither scrolls
+        other views nor follows them.
+        """
+        hung = next((h for h in self.hung if h.view == view_id), None)
+        node = self.volumes.get(hung.series_uid) if hung is not None else None
+        image = node.GetImageData() if node is not None else None
+        return image is not None and image.GetDimensions()[2] == 1
+
+    def views_showing(self, series_uid: str) -> list[str]:
+        """The shown slice views that show one series, in reading order."""
+        return [hung.view for hung in self.hung if hung.series_uid == series_uid]
+
+    def jump_to(self, position_ras_mm: Any, views: Sequence[str] | None = None) -> None:
+        """Move the shown slice views (or only ``views``) through a RAS point (mm)."""
         r, a, s = (float(v) for v in position_ras_mm)
-        self.focus_ras_mm = (r, a, s)
-        for view_id in self.shown_views:
+        if views is None:
+            self.focus_ras_mm = (r, a, s)
+        for view_id in self.shown_views if views is None else views:
             self._view(view_id).get_view_node().JumpSliceByOffsetting(r, a, s)
 
     def set_orientation(self, orientation: str) -> None:

@@ -106,6 +106,13 @@ def _priors_panel() -> None:
                     classes="text-caption text-warning mb-1",
                     style=WRAPPED,
                 )
+            html.Div(
+                "{{ series_notice }}",
+                id="series-notice",
+                v_if=("series_notice",),
+                classes="text-caption text-info mb-1",
+                style=WRAPPED,
+            )
             html.Div("No prior of this patient was found.", v_if=("priors.length === 0",))
             with html.Div(classes="text-caption d-flex align-center", id="registration-message"):
                 v3.VProgressCircular(
@@ -129,6 +136,27 @@ def _priors_panel() -> None:
         ):
             v3.VListItemTitle("#{{ prior.rank }} · {{ prior.date }} · score {{ prior.score }}")
             v3.VListItemSubtitle("{{ prior.reasons.join('; ') }}", classes="prior-reasons")
+
+
+def _series_panel() -> None:
+    """One series list per shown view: every image series of the view's study."""
+    with html.Div(id="view-series", v_if=("view_series.length",), classes="mt-3"):
+        html.Div("Series shown", classes="text-caption mb-1")
+        with html.Div(v_for="row in view_series", key="row.view", classes="mb-1"):
+            v3.VSelect(
+                label=("row.label + (row.measured ? ' · landmarks' : '')",),
+                items=("row.options",),
+                model_value=("row.series_uid",),
+                item_title="title",
+                item_value="value",
+                density="compact",
+                hide_details=True,
+                variant="outlined",
+                disabled=("busy",),
+                classes="series-select",
+                update_modelValue="trigger('choose_series', [row.view, $event])",
+                **data_attribute("view", "row.view"),
+            )
 
 
 def _display_panel() -> None:
@@ -167,6 +195,7 @@ def _display_panel() -> None:
                 click="trigger('reset_views')",
                 id="reset-views",
             )
+            _series_panel()
 
 
 def _plan_panel() -> None:
