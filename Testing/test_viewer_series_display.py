@@ -219,7 +219,11 @@ def test_the_reader_chooses_the_series_of_a_view(
     page: Browser, demo: tuple[DemoCase, Path]
 ) -> None:
     case, _ = demo
-    page.evaluate("document.querySelector('.series-select[data-view=\"Red\"]').click()")
+    # Vuetify opens a select's menu on a mouse press in its field.
+    page.evaluate(
+        "(() => { const f = document.querySelector('.series-select[data-view=\"Red\"] .v-field');"
+        " f.scrollIntoView(); f.dispatchEvent(new MouseEvent('mousedown', {bubbles: true})); })()"
+    )
     page.wait_for(
         "[...document.querySelectorAll('.v-overlay-container .v-list-item')]"
         ".some(e => e.textContent.includes('CT abdomen pelvis bone'))",
