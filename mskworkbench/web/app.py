@@ -58,6 +58,8 @@ INITIAL_STATE: dict[str, Any] = {
     "hanging": None,
     "view_labels": {},
     "prior_views": [],
+    "view_series": [],
+    "series_notice": "",
     "preset": case_workflow.PROTOCOL_PRESET,
     "linked": True,
     "status_message": "Search for a patient or study to begin.",
@@ -120,6 +122,7 @@ class ViewerApp:
         self.case = CaseView(self.slicer_app)
         self.workflow = case_workflow.CaseWorkflow(self.case, source)
         self.workflow.on_layout = self.show_layout
+        self.workflow.on_series_switched = self._on_series_switched
         self.plans = PlanJobs(self.work_dir, self._on_plan_progress)
 
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -162,6 +165,7 @@ class ViewerApp:
             "search": self.search,
             "open_study": self.open_study,
             "open_prior": self.open_prior,
+            "choose_series": self.choose_series,
             "run_plan": self.run_plan,
             "reset_views": self.case.reset_views,
             **self.panel.actions(),
@@ -315,6 +319,39 @@ class ViewerApp:
             self.state.status_message = "Prior shown beside the current study."
         await self.registration.run()
 
+    async def choose_series(self, view: str, series_uid: str) -> None:
+        """Show another series of the view's study in one view (the reader chose it)."""
+        view, series_uid = str(view), str(series_uid)
+        case_serial = self._case_serial
+        try:
+            read = await self._run_blocking(
+                "Reading the series...", lambda: self.workflow.read_view_series(view, series_uid)
+            )
+            if case_serial != self._case_serial:
+                return  # another study was opened meanwhile
+            measured_before = self.workflow.measured_uid
+            self.placement.cancel()
+            self.workflow.show_view_series(view, read)
+        except Exception as error:
+            self._report_error(error)
+            with self.state:
+                self._publish_hanging()
+            return
+        with self.state:
+            self._publish_hanging()
+            self.state.series_notice = ""
+            message = f"View {view} shows the series chosen."
+            if self.workflow.measured_uid != measured_before:
+                message += " Landmarks are now placed and measured on it."
+            self.state.status_message = message
+            self.panel.publish()
+        await self.registration.run()
+
+    def _on_series_switched(self, message: str) -> None:
+        with self.state:
+            self._publish_hanging()
+            self.state.series_notice = message
+
     def _publish_hanging(self) -> None:
         """Name the hanging protocol, the shown priors and every view's content in the page."""
         self.state.hanging = self.workflow.hanging_row()
@@ -322,6 +359,7 @@ class ViewerApp:
         self.state.selected_prior = next(iter(self.workflow.shown_prior_uids), None)
         self.state.view_labels = self.workflow.view_labels()
         self.state.prior_views = self.workflow.prior_views()
+        self.state.view_series = self.workflow.series_choices()
 
     def _publish_case(self, study: StudyRecord, warnings: list[str]) -> None:
         with self.state:
@@ -336,6 +374,7 @@ class ViewerApp:
             self.state.side = ""
             self.state.landmarks_loaded_from = ""
             self.state.landmark_upload = None
+            self.state.series_notice = ""
             self.state.orientation = "protocol"
             self.state.preset = case_workflow.PROTOCOL_PRESET
             self.state.placing = None
@@ -358,6 +397,7 @@ class ViewerApp:
             return
         with self.state:
             self.state.view_labels = self.workflow.view_labels()
+            self.state.view_series = self.workflow.series_choices()
 
     def _on_preset(self, preset: str, **_: Any) -> None:
         try:

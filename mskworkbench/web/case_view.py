@@ -19,6 +19,7 @@ import slicer
 import vtk
 
 from MSKPriorsLib.app_context import AppContext
+from MSKPriorsLib.hanging_views import fit_slice_to_volume
 from mskworkbench.web.hanging_layout import THREED_VIEW
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class CaseView:
         self.focus_ras_mm: tuple[float, float, float] | None = None
         self._syncing = False
         self._observed: list[tuple[Any, int]] = []
+        #: View name -> the field-of-view width (mm) the last fit gave it.
+        self._fitted_width_mm: dict[str, float] = {}
 
     @property
     def scene(self) -> Any:
@@ -136,6 +139,7 @@ class CaseView:
         self.volumes = {}
         self.transforms = {}
         self.hung = []
+        self._fitted_width_mm = {}
         self.focus_ras_mm = None
 
     def _nodes_of_class(self, class_name: str) -> list[Any]:
@@ -234,7 +238,42 @@ class CaseView:
         for hung in self.hung:
             view = self._view(hung.view)
             view.set_orientation(self._orientation_of(hung))
-            view.fit_view_to_content()
+            self.fit_view(hung.view)
+
+    def fit_view(self, view_id: str) -> None:
+        """Centre a slice view on its volume and show all of it, at the view's own aspect.
+
+        The field of view covers the volume's extent in the view's orientation (world RAS mm,
+        registration applied) in both directions of the view's current size in pixels.
+        """
+        hung = next((h for h in self.hung if h.view == view_id), None)
+        if hung is None:
+            return
+        view = self._view(view_id)
+        slice_node = view.get_view_node()
+        width_px, height_px = view.render_window().GetSize()[:2]
+        logic = self.slicer_app.app_logic.GetSliceLogic(slice_node)
+        if logic is not None and width_px > 0 and height_px > 0:
+            logic.ResizeSliceNode(width_px, height_px)
+        fit_slice_to_volume(slice_node, self.volumes[hung.series_uid])
+        self._fitted_width_mm[view_id] = float(slice_node.GetFieldOfView()[0])
+        view.schedule_render()
+
+    def _on_view_resized(self, view_id: str) -> None:
+        """Fit a view again when the page resized it, unless the reader zoomed it since.
+
+        Slicer keeps the field-of-view width when a view changes shape, which crops a view
+        that became wider than it was when it was fitted.
+        """
+        fitted_mm = self._fitted_width_mm.get(view_id)
+        if fitted_mm is None:
+            return
+        slice_node = self._view(view_id).get_view_node()
+        if abs(float(slice_node.GetFieldOfView()[0]) - fitted_mm) > 1e-3 * max(fitted_mm, 1.0):
+            return
+        offset_mm = self.slice_offset(view_id)
+        self.fit_view(view_id)
+        self.set_slice_offset(view_id, offset_mm)
 
     def _stop_observing(self) -> None:
         for view_node, tag in self._observed:
@@ -244,11 +283,19 @@ class CaseView:
     def _observe_slices(self) -> None:
         self._stop_observing()
         for view_id in self.shown_views:
-            node = self._view(view_id).get_view_node()
+            view = self._view(view_id)
+            node = view.get_view_node()
             tag = node.AddObserver(
                 vtk.vtkCommand.ModifiedEvent, lambda *_, source=view_id: self._sync_from(source)
             )
             self._observed.append((node, tag))
+            # The page's resize sets the render window's size, then the slice node's.
+            window = view.render_window()
+            tag = window.AddObserver(
+                vtk.vtkCommand.WindowResizeEvent,
+                lambda *_, source=view_id: self._on_view_resized(source),
+            )
+            self._observed.append((window, tag))
 
     def _normal(self, view_id: str) -> np.ndarray:
         matrix = self._view(view_id).get_view_node().GetSliceToRAS()
@@ -256,14 +303,14 @@ class CaseView:
 
     def _sync_from(self, source_id: str) -> None:
         """Scroll every other shown view of the same orientation to the source's offset."""
-        if not self.linked or self._syncing or len(self.hung) < 2:
+        if not self.linked or self._syncing or len(self.hung) < 2 or self._is_flat(source_id):
             return
         self._syncing = True
         try:
             normal = self._normal(source_id)
             offset_mm = self._view(source_id).get_slice_value()
             for target_id in self.shown_views:
-                if target_id == source_id:
+                if target_id == source_id or self._is_flat(target_id):
                     continue
                 if float(np.dot(normal, self._normal(target_id))) < SAME_NORMAL_COSINE:
                     continue
@@ -297,11 +344,27 @@ class CaseView:
         """The slice view's offset along its normal (RAS, mm)."""
         return float(self._view(view_id).get_slice_value())
 
-    def jump_to(self, position_ras_mm: Any) -> None:
-        """Move every shown slice view through a RAS point (mm)."""
+    def _is_flat(self, view_id: str) -> bool:
+        """Whether a view shows a single image (a radiograph), whose frame is its own.
+
+        A radiograph's coordinates are not patient coordinates, so its view neither scrolls
+        other views nor follows them.
+        """
+        hung = next((h for h in self.hung if h.view == view_id), None)
+        node = self.volumes.get(hung.series_uid) if hung is not None else None
+        image = node.GetImageData() if node is not None else None
+        return image is not None and image.GetDimensions()[2] == 1
+
+    def views_showing(self, series_uid: str) -> list[str]:
+        """The shown slice views that show one series, in reading order."""
+        return [hung.view for hung in self.hung if hung.series_uid == series_uid]
+
+    def jump_to(self, position_ras_mm: Any, views: Sequence[str] | None = None) -> None:
+        """Move the shown slice views (or only ``views``) through a RAS point (mm)."""
         r, a, s = (float(v) for v in position_ras_mm)
-        self.focus_ras_mm = (r, a, s)
-        for view_id in self.shown_views:
+        if views is None:
+            self.focus_ras_mm = (r, a, s)
+        for view_id in self.shown_views if views is None else views:
             self._view(view_id).get_view_node().JumpSliceByOffsetting(r, a, s)
 
     def set_orientation(self, orientation: str) -> None:
@@ -321,9 +384,9 @@ class CaseView:
         self.align_views()
 
     def reset_views(self) -> None:
-        """Fit every view to its content; the 3D view looks at the bones from above the front."""
+        """Fit every view to its whole volume; the 3D view looks at the bones from above the front."""
         for view_id in self.shown_views:
-            self._view(view_id).fit_view_to_content()
+            self.fit_view(view_id)
         threed = self._view(THREED_VIEW)
         camera_node = threed.get_camera_node() if threed is not None else None
         if camera_node is not None:

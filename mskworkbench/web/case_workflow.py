@@ -10,6 +10,7 @@ measurements all come from the module libraries.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from MSKPlannerLib.landmarks import write_markups_json
-from MSKPriorsLib.display_presets import apply_preset
-from MSKPriorsLib.hanging_protocols import HangingPlan, load_rules
+from MSKPriorsLib.display_presets import apply_preset, default_preset_for
+from MSKPriorsLib.hanging_protocols import HangingPlan, ViewAssignment, load_rules
 from MSKPriorsLib.pixel_data_series import DicomSeriesVolume, read_dicom_series
 from MSKPriorsLib.prior_discovery import PriorSearch, RankedPrior, discover_priors
 from MSKPriorsLib.records import SeriesRecord, StudyRecord, shown_date
@@ -37,8 +38,23 @@ from mskworkbench.web.hanging_read import (
     read_hanging,
     view_labels,
 )
-from mskworkbench.web.landmark_files import ExpectedIdentity, ImportedLandmarks, import_markups
+from mskworkbench.web.landmark_files import (
+    ExpectedIdentity,
+    ImportedLandmarks,
+    import_markups,
+    refuse_other_identity,
+)
 from mskworkbench.web.landmark_sets import calibration_of
+from mskworkbench.web.series_fit import (
+    NON_IMAGE_MODALITIES,
+    SeriesFit,
+    file_positions,
+    find_fit,
+    frontal_to_shown_ras,
+    is_single_image,
+    moved_file,
+    read_landmark_file,
+)
 from mskworkbench.web.sources import ViewerSource
 from mskworkbench.web.study_rows import (
     PAGE_PRESETS,
@@ -81,6 +97,9 @@ class OpenedCase:
         The reference series of the current study (landmarks, bones and registration).
     surfaces
         Bone surfaces of the reference series (CT only).
+    spare
+        Radiographs of the current study that the hanging does not show, read so that a
+        landmark file placed on one of them is recognised.
     warnings
         Everything the reader must know, in plain sentences.
     """
@@ -90,6 +109,7 @@ class OpenedCase:
     hanging: HangingRead
     current: ReadSeries
     surfaces: list[bones.BoneSurface] = field(default_factory=list)
+    spare: dict[str, ReadSeries] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -116,6 +136,12 @@ class CaseWorkflow:
     on_layout
         Called with a hanging-protocol layout name and whether the case has 3D bones, before
         the views of a hanging are filled; the application switches the page layout there.
+    on_series_switched
+        Called with a sentence for the reader after a landmark file made a view show another
+        series of the current study.
+    measured_uid
+        The series the landmarks are placed on and measured on: the one the first view of
+        the current study shows.
     """
 
     def __init__(self, case: CaseView, source: ViewerSource) -> None:
@@ -132,6 +158,10 @@ class CaseWorkflow:
         self.page_preset = PROTOCOL_PRESET
         self.landmarks = measurements.LiveLandmarks(case.context)
         self.on_layout: Callable[[str, bool], None] = lambda _layout, _bones: None
+        self.on_series_switched: Callable[[str], None] = lambda _message: None
+        self.measured_uid = ""
+        #: Every series of the current study read so far, shown or not (event-loop thread).
+        self.current_reads: dict[str, ReadSeries] = {}
 
     # -- worker thread ------------------------------------------------------------------
 
@@ -170,7 +200,58 @@ class CaseWorkflow:
             reference.volume.image, reference.volume.modality
         )
         opened.warnings += bone_warnings
+        opened.spare, spare_warnings = self._read_spare_radiographs(search, hanging)
+        opened.warnings += spare_warnings
         return opened
+
+    def _read_spare_radiographs(
+        self, search: PriorSearch, hanging: HangingRead
+    ) -> tuple[dict[str, ReadSeries], list[str]]:
+        """Read the current study's single-image series that the hanging does not show."""
+        shown = {a.series_uid for a in hanging.plan.assignments}
+        spare: dict[str, ReadSeries] = {}
+        warnings = []
+        for series in search.current_series:
+            if series.series_uid in shown or not is_image_series(series):
+                continue
+            if series.number_of_instances != 1:
+                continue
+            try:
+                volume = self._read(series)
+            except (OSError, ValueError, RuntimeError) as error:
+                warnings.append(f"Series {series.series_number} could not be read: {error}")
+                continue
+            spare[series.series_uid] = ReadSeries(
+                search.current.study_uid, series.series_uid, "current", volume
+            )
+        return spare, warnings
+
+    def read_view_series(self, view: str, series_uid: str) -> ReadSeries:
+        """Read a series the reader chose for a view, unless it was read before (worker).
+
+        Parameters
+        ----------
+        view
+            The slice view (``Red``, ...); its study is the one the series must belong to.
+        series_uid
+            SeriesInstanceUID of a series of that study.
+
+        Raises
+        ------
+        KeyError
+            When the view shows nothing or the series is not one of its study's series.
+        """
+        assignment = self._assignment(view)
+        known = self.current_reads.get(series_uid) or self.series.get(series_uid)
+        if known is not None:
+            return known
+        record = next(
+            (s for s in self._study_series(assignment.study_uid) if s.series_uid == series_uid),
+            None,
+        )
+        if record is None:
+            raise KeyError(f"series {series_uid} is not a series of the study view {view} shows")
+        return ReadSeries(assignment.study_uid, series_uid, assignment.role, self._read(record))
 
     def read_with_prior_first(self, study_uid: str, loaded: set[str]) -> HangingRead:
         """Plan the hanging again with a chosen ranked prior first, and read it (worker).
@@ -219,11 +300,14 @@ class CaseWorkflow:
         self.page_preset = PROTOCOL_PRESET
         self.case.add_current(self.reference_uid, self._add_node(opened.current))
         self.series[self.reference_uid] = opened.current
+        self.current_reads = {self.reference_uid: opened.current, **opened.spare}
+        self.current_reads.update(
+            {uid: read for uid, read in opened.hanging.read.items() if read.role == "current"}
+        )
         self.show_hanging(opened.hanging)
         if opened.hanging.plan is not None:
             self.case.set_linked(opened.hanging.plan.link)
         bones.show(self.case, opened.surfaces)
-        self.landmarks.attach(self.reference_uid, calibration_of(opened.current.volume))
         self.case.reset_views()
 
     def _add_node(self, read: ReadSeries) -> Any:
@@ -256,6 +340,88 @@ class CaseWorkflow:
         self.on_layout(plan.layout, self.has_bones)
         self.case.hang(hung_views(plan))
         self.apply_preset(self.page_preset)
+        self._follow_measured_series()
+
+    def _follow_measured_series(self) -> None:
+        """Measure on the series of the first current view; a new one starts empty landmarks."""
+        assignments = self.hanging.assignments if self.hanging is not None else []
+        currents = [a.series_uid for a in assignments if a.role == "current"]
+        wanted = currents[0] if currents else self.reference_uid
+        if wanted == self.measured_uid or wanted not in self.series:
+            return
+        self.measured_uid = wanted
+        self.landmarks.attach(wanted, calibration_of(self.series[wanted].volume))
+        logger.info("landmarks are measured on series %s", wanted)
+
+    def _assignment(self, view: str) -> ViewAssignment:
+        if self.hanging is None:
+            raise KeyError("open a study before choosing a series")
+        for assignment in self.hanging.assignments:
+            if assignment.view == view:
+                return assignment
+        raise KeyError(f"view {view} shows no series")
+
+    def _study_series(self, study_uid: str) -> list[SeriesRecord]:
+        if self.prior_search is None:
+            return []
+        if study_uid == self.prior_search.current.study_uid:
+            return list(self.prior_search.current_series)
+        for prior in self.prior_search.priors:
+            if prior.study.study_uid == study_uid:
+                return list(prior.series)
+        return []
+
+    def show_view_series(self, view: str, read: ReadSeries) -> None:
+        """Show a read series in one view, in the view's orientation (event-loop thread).
+
+        The view keeps its place in the hanging; the series gets its modality's preset. A
+        prior series is shown unregistered until it is registered.
+        """
+        if self.hanging is None:
+            raise KeyError("open a study before choosing a series")
+        old = self._assignment(view)
+        new = dataclasses.replace(
+            old, series_uid=read.series_uid, preset=default_preset_for(read.volume.modality)
+        )
+        plan = dataclasses.replace(
+            self.hanging,
+            assignments=[new if a.view == view else a for a in self.hanging.assignments],
+        )
+        if read.role == "current":
+            self.current_reads[read.series_uid] = read
+        self.show_hanging(HangingRead(plan, {read.series_uid: read}))
+        logger.info("view %s shows series %s", view, read.series_uid)
+
+    def series_choices(self) -> list[dict[str, Any]]:
+        """Per shown view: what it shows and the series of its study it can show instead.
+
+        Returns
+        -------
+        list of dict
+            ``view``, ``label`` (the view label), ``series_uid`` and ``options`` (``value``:
+            SeriesInstanceUID, ``title``: modality, number and description), in view order.
+        """
+        if self.hanging is None:
+            return []
+        labels = self.view_labels()
+        measured_view = next((a.view for a in self.hanging.assignments if a.role == "current"), "")
+        rows = []
+        for assignment in self.hanging.assignments:
+            options = [
+                {"value": s.series_uid, "title": series_title(s)}
+                for s in sorted(self._study_series(assignment.study_uid), key=_series_order)
+                if is_image_series(s)
+            ]
+            rows.append(
+                {
+                    "view": assignment.view,
+                    "label": labels.get(assignment.view, assignment.view),
+                    "series_uid": assignment.series_uid,
+                    "options": options,
+                    "measured": assignment.view == measured_view,
+                }
+            )
+        return rows
 
     def prior_views(self) -> list[str]:
         """The slice views that show a series of a prior study, in the plan's order."""
@@ -283,7 +449,10 @@ class CaseWorkflow:
         return [
             read
             for uid, read in self.series.items()
-            if uid in shown and read.role == "prior" and read.current_to_prior_ras is None
+            if uid in shown
+            and read.role == "prior"
+            and read.current_to_prior_ras is None
+            and not is_single_image(read.volume)
         ]
 
     def close_case(self) -> None:
@@ -296,7 +465,9 @@ class CaseWorkflow:
         self.prior_search = None
         self.hanging = None
         self.series = {}
+        self.current_reads = {}
         self.reference_uid = ""
+        self.measured_uid = ""
         self.current_study = None
         self.current_modality = ""
         self.has_bones = False
@@ -371,40 +542,110 @@ class CaseWorkflow:
         self.landmarks.move(label, axis, step_mm, point_index)
 
     def import_landmarks(self, file_name: str, content: bytes) -> ImportedLandmarks:
-        """Place the landmarks of a Slicer markups JSON file on the current image.
+        """Place the landmarks of a Slicer markups JSON file on the series they were placed on.
 
-        Landmarks outside the current image are refused (they were placed on another one).
-        See :func:`~mskworkbench.web.landmark_files.import_markups`.
+        The series measured on is tried first, then the other series of the current study read
+        so far. A file that fits another series makes the first current view show that series
+        (``on_series_switched`` says so); a radiograph file written in its frontal plane, as
+        the plan reads it, is brought into the plane the radiograph is shown in. Landmarks
+        that fit none are refused. See
+        :func:`~mskworkbench.web.landmark_files.import_markups`.
         """
-        reference = self.series.get(self.reference_uid)
-        if self.case.current is None or reference is None or self.current_study is None:
+        measured = self.series.get(self.measured_uid)
+        if self.case.current is None or measured is None or self.current_study is None:
             raise ValueError("open a study before loading landmarks")
+        expected = self._expected_identity()
+        # A file of another patient is refused before it can switch any view.
+        refuse_other_identity(file_name, content, expected)
+        found = read_landmark_file(file_name, content)
+        fit = None
+        if found is not None:
+            candidates = [(self.measured_uid, measured.volume)]
+            candidates += [
+                (uid, read.volume)
+                for uid, read in self.current_reads.items()
+                if uid != self.measured_uid
+            ]
+            fit = find_fit(file_positions(found), candidates)
+        if found is None or fit is None:
+            image_name = f"the current image (series {self._series_name(self.measured_uid)})"
+            return self._import_on(measured, file_name, content, image_name, expected)
+        if fit.series_uid != self.measured_uid:
+            self._switch_for_landmarks(file_name, fit)
+        if fit.moves_points:
+            content = moved_file(found, fit.file_to_shown_ras, file_name)
+        reference = self.series[self.measured_uid]
+        name = f"series {self._series_name(self.measured_uid)}"
+        return self._import_on(reference, file_name, content, name, expected)
+
+    def _expected_identity(self) -> ExpectedIdentity:
+        """Who and what the open case is, for checking the identity a landmark file names."""
+        assert self.current_study is not None
         patient = self.current_study.patient
-        expected = ExpectedIdentity(
+        current_series = {uid for uid, read in self.series.items() if read.role == "current"}
+        return ExpectedIdentity(
             patient.patient_id,
             patient.name,
             patient.birth_date,
             self.current_study.study_uid,
-            {read.series_uid for read in self.series.values() if read.role == "current"},
+            current_series | set(self.current_reads),
         )
+
+    def _import_on(
+        self,
+        read: ReadSeries,
+        file_name: str,
+        content: bytes,
+        image_name: str,
+        expected: ExpectedIdentity,
+    ) -> ImportedLandmarks:
         imported = import_markups(
-            self.landmarks,
-            file_name,
-            content,
-            reference.volume.image,
-            f"the current image ({series_name(reference.volume.header)})",
-            expected,
+            self.landmarks, file_name, content, read.volume.image, image_name, expected
         )
-        self.case.jump_to(imported.center_ras_mm)
+        # A radiograph's frame is its own: the views of other series stay where they are.
+        views = self.case.views_showing(read.series_uid) if is_single_image(read.volume) else None
+        self.case.jump_to(imported.center_ras_mm, views)
         return imported
 
+    def _switch_for_landmarks(self, file_name: str, fit: SeriesFit) -> None:
+        """Show the series a landmark file fits in the first current view, and say so."""
+        assignments = self.hanging.assignments if self.hanging is not None else []
+        view = next(a.view for a in assignments if a.role == "current")
+        before = self._series_name(self.measured_uid)
+        self.show_view_series(view, self.current_reads[fit.series_uid])
+        self.on_series_switched(
+            f"{file_name or 'The landmark file'} fits series {self._series_name(fit.series_uid)}"
+            f" of the current study, not series {before}: view {view} now shows it and the "
+            "landmarks are measured on it."
+        )
+
+    def _series_name(self, series_uid: str) -> str:
+        """How the page names a series: its number, modality and description."""
+        for series in self._study_series(self._study_of(series_uid)):
+            if series.series_uid == series_uid:
+                return series_title(series)
+        return series_uid
+
+    def _study_of(self, series_uid: str) -> str:
+        read = self.series.get(series_uid) or self.current_reads.get(series_uid)
+        return read.study_uid if read is not None else ""
+
     def plan_inputs(self, folder: Path) -> dict[str, Any]:
-        """What the plan of the open case needs; the landmarks are written to ``folder``."""
+        """What the plan of the open case needs; the landmarks are written to ``folder``.
+
+        Landmarks on a radiograph are written in its frontal plane, where the plan reads them.
+        """
         if self.current_study is None:
             raise ValueError("open a study before planning it")
         landmark_files = []
         points = self.landmarks.positions_ras_mm()
         lines = self.landmarks.lines_ras_mm()
+        measured = self.series.get(self.measured_uid)
+        to_shown = frontal_to_shown_ras(measured.volume) if measured is not None else None
+        if to_shown is not None:
+            to_frontal = np.linalg.inv(to_shown)
+            points = {k: to_frontal[:3, :3] @ v + to_frontal[:3, 3] for k, v in points.items()}
+            lines = {k: v @ to_frontal[:3, :3].T + to_frontal[:3, 3] for k, v in lines.items()}
         if points or lines:
             path = folder / f"landmarks_{self.landmarks.side or 'unsided'}.mrk.json"
             write_markups_json(
@@ -417,3 +658,18 @@ class CaseWorkflow:
             "archive_dir": self.source.archive.folder,
             "pacs": self.source.pacs,
         }
+
+
+def is_image_series(series: SeriesRecord) -> bool:
+    """Whether a series holds images a slice view can show (not a report or segmentation)."""
+    return series.modality.upper() not in NON_IMAGE_MODALITIES and series.number_of_instances > 0
+
+
+def series_title(series: SeriesRecord) -> str:
+    """A series as the page lists it: number, modality and description."""
+    parts = [f"#{series.series_number}", series.modality or "?", series.description]
+    return " · ".join(part for part in parts if part)
+
+
+def _series_order(series: SeriesRecord) -> tuple[int, str]:
+    return series.series_number, series.series_uid

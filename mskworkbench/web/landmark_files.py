@@ -198,14 +198,7 @@ def import_markups(
         ``expected``, holds no landmark of any measurement set, or holds landmarks outside
         ``image``; the landmarks are then unchanged.
     """
-    named = _named_identity(content)
-    if expected is not None:
-        problems = identity_mismatches(named, expected)
-        if problems:
-            raise ValueError(
-                f"{file_name} is not of the current study: {'; '.join(problems)}; "
-                "nothing was placed"
-            )
+    named = refuse_other_identity(file_name, content, expected)
     with tempfile.TemporaryDirectory(prefix="mskwb-landmarks-") as folder:
         path = Path(folder) / (Path(file_name).name or "landmarks.mrk.json")
         path.write_bytes(content)
@@ -240,6 +233,21 @@ def import_markups(
         [label for label in wanted if label in placed],
         sorted(named),
     )
+
+
+def refuse_other_identity(
+    file_name: str, content: bytes, expected: ExpectedIdentity | None
+) -> dict[str, str]:
+    """The identity a markups file names; raises ValueError when it is not ``expected``'s."""
+    named = _named_identity(content)
+    if expected is not None:
+        problems = identity_mismatches(named, expected)
+        if problems:
+            raise ValueError(
+                f"{file_name} is not of the current study: {'; '.join(problems)}; "
+                "nothing was placed"
+            )
+    return named
 
 
 def _named_identity(content: bytes) -> dict[str, str]:

@@ -10,13 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from trame.ui.vuetify3 import VAppLayout
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_slicer.app.logic import connect_slice_view_slider_to_state
 from trame_slicer.app.ui.slider import Slider
 
 from mskworkbench.web.hanging_layout import VIEW_COLORS
 from mskworkbench.web.measurement_panel import WRAPPED, data_attribute, measurement_panel
+
+#: Height of the strip below each slice view's image that holds its slice slider (CSS px).
+SLIDER_PX = 28
+
+#: trame-slicer draws a view's image over the whole view; a slice view's image ends above its
+#: slider strip instead (the streamed image follows the area's size).
+SLIDER_CSS = (
+    "div:has(> .slice-slider-gutter) > .remote-controlled-area"
+    f" {{ height: calc(100% - {SLIDER_PX}px) !important; }}"
+)
 
 
 def _search_panel() -> None:
@@ -96,6 +106,13 @@ def _priors_panel() -> None:
                     classes="text-caption text-warning mb-1",
                     style=WRAPPED,
                 )
+            html.Div(
+                "{{ series_notice }}",
+                id="series-notice",
+                v_if=("series_notice",),
+                classes="text-caption text-info mb-1",
+                style=WRAPPED,
+            )
             html.Div("No prior of this patient was found.", v_if=("priors.length === 0",))
             with html.Div(classes="text-caption d-flex align-center", id="registration-message"):
                 v3.VProgressCircular(
@@ -119,6 +136,27 @@ def _priors_panel() -> None:
         ):
             v3.VListItemTitle("#{{ prior.rank }} · {{ prior.date }} · score {{ prior.score }}")
             v3.VListItemSubtitle("{{ prior.reasons.join('; ') }}", classes="prior-reasons")
+
+
+def _series_panel() -> None:
+    """One series list per shown view: every image series of the view's study."""
+    with html.Div(id="view-series", v_if=("view_series.length",), classes="mt-3"):
+        html.Div("Series shown", classes="text-caption mb-1")
+        with html.Div(v_for="row in view_series", key="row.view", classes="mb-1"):
+            v3.VSelect(
+                label=("row.label + (row.measured ? ' · landmarks' : '')",),
+                items=("row.options",),
+                model_value=("row.series_uid",),
+                item_title="title",
+                item_value="value",
+                density="compact",
+                hide_details=True,
+                variant="outlined",
+                disabled=("busy",),
+                classes="series-select",
+                update_modelValue="trigger('choose_series', [row.view, $event])",
+                **data_attribute("view", "row.view"),
+            )
 
 
 def _display_panel() -> None:
@@ -157,6 +195,7 @@ def _display_panel() -> None:
                 click="trigger('reset_views')",
                 id="reset-views",
             )
+            _series_panel()
 
 
 def _plan_panel() -> None:
@@ -195,6 +234,7 @@ def _plan_panel() -> None:
 def build_page(server: Any, layout_manager: Any) -> VAppLayout:
     """Build the page for ``server``; the views come from trame-slicer's layout manager."""
     with VAppLayout(server, full_height=True, theme="dark") as layout:
+        client.Style(SLIDER_CSS)
         with v3.VAppBar(density="compact"):
             # The title keeps its width; the status gets what is left and is cut with an
             # ellipsis (its full text is its tooltip; long details are in the side panel).
@@ -266,9 +306,11 @@ def slice_view_ui(server: Any, view_id: str, view: Any) -> None:
         ),
         **data_attribute("view", f"'{name}'"),
     )
+    # The image area stops above the slider (SLIDER_CSS), so that no click meant for the
+    # image lands on the slider.
     with html.Div(
-        classes="slice-slider-gutter",
-        style="position: absolute; bottom: 0; left: 0; width: 100%;",
+        classes="slice-slider-gutter d-flex align-center",
+        style=f"position: absolute; bottom: 0; left: 0; width: 100%; height: {SLIDER_PX}px;",
     ):
         Slider(
             classes="slice-slider",
