@@ -24,6 +24,7 @@ from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
 from viewer_server import exists_in_process_table, is_running, running_server
 
+from MSKPriorsLib.archive import LocalArchive
 from mskworkbench.local_orthanc import free_loopback_port
 from mskworkbench.web.launcher import ViewerLauncher, front_application
 from mskworkbench.web.single_reader import READER_COOKIE
@@ -242,7 +243,7 @@ def test_no_viewer_outlives_its_front_however_the_front_ends(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     """Ctrl-C and SIGTERM: the front stops its viewers; SIGKILL: each viewer stops itself."""
-    (tmp_path / "archive").mkdir()
+    LocalArchive(tmp_path / "archive").close()  # an empty archive
     with running_server(
         ["--archive", str(tmp_path / "archive")], free_loopback_port(), tmp_path / "work"
     ) as server:
