@@ -24,13 +24,12 @@ Parts waiting to be checked are capped (:attr:`BatchStore.max_waiting_parts`), a
 the checked parts waiting for the disk, so memory stays flat however large the series and
 however fast the network.
 
-Measured on the two-core development machine (300 CT slices of 512x512, 158 MB, Orthanc on
-loopback, the two versions in turns): this takes 14 to 20 % less time and 18 to 27 % less
-CPU than writing, fsyncing, renaming and indexing each file on eight worker threads did,
-and its peak memory is 67 to 69 MB instead of 74 to 86 MB. Our CPU time (0.4 to 0.55 s)
-goes to the kernel receiving and writing the bytes (about 0.14 s, less than curl's 0.2 s
-for the same), starting their write-back (0.05 s), creating 300 files (0.05 s; up to 0.3 s
-in a folder where many files were just deleted) and the checks (0.05 s).
+Measured on the idle two-core development machine (300 CT slices of 512x512, 158 MB,
+Orthanc on loopback): 0.30 to 0.36 s and 0.30 to 0.38 s of CPU, 66 MB peak memory. Of that
+CPU, about 0.13 s is the thread reading the answer (receiving, parsing the multipart
+framing, writing), 0.08 to 0.12 s the checks (mostly pydicom's walk of each header), 0.05 s
+the commits (fsync, rename, index) and 0.03 s creating the files; figures against curl and
+dicomweb-client are in ``docs/limitations.md``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ uncompressed), stores them in a private Orthanc, then retrieves each series with
 (d) ``curl`` of the same WADO-RS series request (same URL and headers), raw answer to one
     file, nothing synced;
 (e) ``curl-fsync``: the same, then the file fsynced (what durability costs for one file;
-    shown for reference, not a target).
+    shown for reference, not a target);
+(f) ``parts-durable``: our client's streamed request with a bare receiver that writes each
+    part to its own file, fsyncs and renames them 64 at a time, and nothing else (no header
+    check, no index): what the transfer and the per-instance files cost by themselves;
+(g) ``parts-durable-checked``: the same plus the archive's header check of each part, to
+    show what that check costs (both for reference, not targets).
 
 So that the comparison is fair:
 
@@ -60,7 +65,15 @@ if TYPE_CHECKING:
 
 WORKER_FLAG = "--worker"
 PASSWORD_VARIABLE = "BENCH_PACS_PASSWORD"
-METHODS = ("ours", "ours-no-fsync", "dicomweb-client", "curl", "curl-fsync")
+METHODS = (
+    "ours",
+    "ours-no-fsync",
+    "dicomweb-client",
+    "curl",
+    "curl-fsync",
+    "parts-durable",
+    "parts-durable-checked",
+)
 
 
 def build_series(count: int, folder: Path, shared: Path) -> list[Path]:
@@ -156,6 +169,54 @@ def run_curl(url: str, user: str, password: str, target: Path, sync: bool) -> fl
     return seconds
 
 
+def bare_parts(client: object, study: str, series: str, out_dir: Path, check: bool) -> int:
+    """Stream a series into one file per part, durable in batches; optionally check each."""
+    from MSKPriorsLib.durable_files import fsync_folders, fsync_path, start_writeback
+    from MSKPriorsLib.retrieval_checks import HEAD_BYTES, ReceivedFile, check_received
+    from MSKPriorsLib.retrieval_multipart import PartReceiver
+
+    class BareReceiver(PartReceiver):
+        def __init__(self) -> None:
+            self.count, self.size, self.descriptor = 0, 0, -1
+            self.path = out_dir / "none.part"
+            self.head = bytearray()
+            self.batch: list[Path] = []
+
+        def begin(self, headers: object) -> None:
+            self.path = out_dir / f"{self.count}.part"
+            self.descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.head, self.size = bytearray(), 0
+
+        def data(self, chunk: memoryview) -> None:
+            if check and len(self.head) < HEAD_BYTES:
+                self.head += chunk[: HEAD_BYTES - len(self.head)]
+            self.size += len(chunk)
+            while chunk:
+                chunk = chunk[os.write(self.descriptor, chunk) :]
+
+        def end(self) -> None:
+            start_writeback(self.descriptor)
+            os.close(self.descriptor)
+            if check:
+                check_received(ReceivedFile(self.path, self.size, bytes(self.head), b""))
+            self.batch.append(self.path)
+            self.count += 1
+            if len(self.batch) >= 64:
+                self.commit()
+
+        def commit(self) -> None:
+            for path in self.batch:
+                fsync_path(path)
+                os.replace(path, path.with_suffix(".dcm"))
+            fsync_folders([out_dir])
+            self.batch = []
+
+    receiver = BareReceiver()
+    client.stream_series(study, series, receiver)  # type: ignore[attr-defined]
+    receiver.commit()
+    return sum(path.stat().st_size for path in out_dir.glob("*.dcm"))
+
+
 def worker(method: str, url: str, user: str, study: str, series: str, out: str) -> None:
     """Retrieve one series by ``method`` into ``out`` and print a JSON line of figures."""
     password = os.environ[PASSWORD_VARIABLE]
@@ -177,6 +238,15 @@ def worker(method: str, url: str, user: str, study: str, series: str, out: str) 
             seconds = time.perf_counter() - started
         assert not result.failures, result.failures
         received = result.bytes_received
+    elif method.startswith("parts-durable"):
+        from MSKPriorsLib.dicomweb import DicomWebClient
+        from MSKPriorsLib.servers import PacsServer
+
+        server = PacsServer("bench", url, "basic", user, password_env=PASSWORD_VARIABLE)
+        with DicomWebClient(server) as client:
+            cpu_before, started = cpu_s(resource.RUSAGE_SELF), time.perf_counter()
+            received = bare_parts(client, study, series, out_dir, method.endswith("checked"))
+            seconds = time.perf_counter() - started
     elif method == "dicomweb-client":
         import pydicom
         import requests
@@ -324,6 +394,8 @@ def print_ratios(count: int, rates: dict[str, list[float]]) -> None:
         ("ours / dicomweb-client", "ours", "dicomweb-client", " (target >= 2)"),
         ("ours-no-fsync / curl", "ours-no-fsync", "curl", ""),
         ("ours / curl-fsync", "ours", "curl-fsync", ""),
+        ("parts-durable / curl", "parts-durable", "curl", ""),
+        ("parts-durable-checked / curl", "parts-durable-checked", "curl", ""),
     ):
         ratios = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
         listed = " ".join(f"{r:.2f}" for r in ratios)
