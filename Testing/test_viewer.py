@@ -252,7 +252,7 @@ def test_a_click_right_after_choosing_place_lands_where_it_was_made(page: Browse
         "[...document.querySelectorAll('.view-placing')].map(e => e.textContent.trim())"
     )
     page.screenshot(ARTIFACTS / "viewer_placing.png")
-    prior_views = page.evaluate(f"{state}.get('prior_views')")
+    prior_views = page.evaluate(f"{state}.get('no_landmark_views')")
     ankle_before = landmark_ras(page, "ankle_center")
     # A click in a view showing a prior places nothing, and the page says why.
     prior = slice_view_rectangles(page)[prior_views[0]]
@@ -272,7 +272,8 @@ def test_a_click_right_after_choosing_place_lands_where_it_was_made(page: Browse
     # The hint is drawn on the views of the current study only.
     assert prior_views and len(hints) == 4 - len(prior_views)
     assert all("Click to place ankle_center" in h for h in hints)
-    assert "placed on the current study" in refused and after_refused == ankle_before
+    assert "of the current study: click in a view showing it" in refused
+    assert after_refused == ankle_before
     assert landmark_ras(page, "ankle_center") not in ("", ankle_before)
     assert landmark_ras(page, "hip_center") == placed
 

@@ -201,6 +201,9 @@ def test_the_demo_landmark_file_shows_its_radiograph_and_measures(
     assert _series(page)["Red"]["series_uid"] == case.radiograph_series_uid
     hka = value_of(wait_for_measurement(page, "hka_deg"))
     assert hka == pytest.approx(case.expected["hka_deg"], abs=0.2)
+    # Landmarks are now placed on the radiograph only: the CT views lie in another frame.
+    refusing = page.evaluate("window.trame.state.get('no_landmark_views')")
+    assert "Red" not in refusing and "Green" in refusing, refusing
 
     time.sleep(5.0)
     pixels = _screenshot(page, "series-display-radiograph.png")

@@ -57,7 +57,7 @@ INITIAL_STATE: dict[str, Any] = {
     "shown_priors": [],
     "hanging": None,
     "view_labels": {},
-    "prior_views": [],
+    "no_landmark_views": [],
     "view_series": [],
     "series_notice": "",
     "preset": case_workflow.PROTOCOL_PRESET,
@@ -134,7 +134,7 @@ class ViewerApp:
             self.slicer_app.scene,
             self.slicer_app.markups_logic,
             lambda status: self.panel.on_placement_changed(status),
-            self.workflow.shows_prior,
+            self.workflow.refuses_landmarks,
             lambda view_id: self.panel.on_click_refused(view_id),
         )
         self.panel = LandmarkPanel(self.state, self.workflow, self.placement, self._report_error)
@@ -358,7 +358,7 @@ class ViewerApp:
         self.state.shown_priors = self.workflow.shown_prior_uids
         self.state.selected_prior = next(iter(self.workflow.shown_prior_uids), None)
         self.state.view_labels = self.workflow.view_labels()
-        self.state.prior_views = self.workflow.prior_views()
+        self.state.no_landmark_views = self.workflow.views_refusing_landmarks()
         self.state.view_series = self.workflow.series_choices()
 
     def _publish_case(self, study: StudyRecord, warnings: list[str]) -> None:

@@ -423,15 +423,24 @@ class CaseWorkflow:
             )
         return rows
 
-    def prior_views(self) -> list[str]:
-        """The slice views that show a series of a prior study, in the plan's order."""
+    def views_refusing_landmarks(self) -> list[str]:
+        """The slice views where no landmark may be placed, in the plan's order.
+
+        Landmarks are placed and measured on one series of the current study: a view that
+        shows a prior, or another series of the current study (a CT beside the radiograph
+        measured on), lies in another frame, so a click there would mix frames.
+        """
         if self.hanging is None:
             return []
-        return [a.view for a in self.hanging.assignments if a.role == "prior"]
+        return [a.view for a in self.hanging.assignments if a.series_uid != self.measured_uid]
 
-    def shows_prior(self, view: str) -> bool:
-        """Whether a slice view shows a series of a prior study."""
-        return view in self.prior_views()
+    def refuses_landmarks(self, view: str) -> bool:
+        """Whether a click in this slice view must place no landmark."""
+        return view in self.views_refusing_landmarks()
+
+    def measured_series_name(self) -> str:
+        """The series landmarks are measured on, as the page names it."""
+        return self._series_name(self.measured_uid) if self.measured_uid else "the current study"
 
     @property
     def shown_prior_uids(self) -> list[str]:

@@ -48,10 +48,12 @@ INITIAL_PANEL_STATE: dict[str, Any] = {
 }
 
 
-#: What the page says when a click in a view that shows a prior placed nothing.
-PRIOR_VIEW_REFUSED = (
-    "Landmarks are placed on the current study: click in a view showing it. Nothing was placed."
-)
+def click_refused_notice(series_name: str) -> str:
+    """What the page says when a click in a view not showing the measured series placed nothing."""
+    return (
+        f"Landmarks are placed and measured on {series_name} of the current study: click in a "
+        "view showing it. Nothing was placed."
+    )
 
 
 def identity_notice(study: StudyRecord | None, named_identity: list[str]) -> str:
@@ -158,9 +160,9 @@ class LandmarkPanel:
             self.publish()
 
     def on_click_refused(self, view_id: str) -> None:
-        """Say why a click in a view showing a prior placed nothing."""
+        """Say why a click in a view not showing the measured series placed nothing."""
         with self.state:
-            self.state.placing_notice = PRIOR_VIEW_REFUSED
+            self.state.placing_notice = click_refused_notice(self.workflow.measured_series_name())
 
     def move_landmark(self, label: str, axis: int, step_mm: float, point_index: int = 0) -> None:
         """Move one landmark (or a line's end) by ``step_mm`` along RAS axis ``axis``."""

@@ -297,7 +297,7 @@ def slice_view_ui(server: Any, view_id: str, view: Any) -> None:
         # Only on views of the current study (a click in a prior's view places nothing),
         # and below the view's label, so that the label stays readable in a narrow view.
         v_if=(
-            f"placing && placing.ready && view_labels['{name}'] && !prior_views.includes('{name}')",
+            f"placing && placing.ready && view_labels['{name}'] && !no_landmark_views.includes('{name}')",
         ),
         classes="view-placing text-body-2 px-2",
         style=(

@@ -78,13 +78,13 @@ class ClickPlacement:
         scene: Any,
         markups_logic: Any,
         on_change: Callable[[PlacementStatus], None],
-        shows_prior: Callable[[str], bool] = lambda _view_id: False,
+        refuses_clicks: Callable[[str], bool] = lambda _view_id: False,
         on_refused: Callable[[str], None] = lambda _view_id: None,
     ) -> None:
         self.scene = scene
         self.markups_logic = markups_logic
         self.on_change = on_change
-        self.shows_prior = shows_prior
+        self.refuses_clicks = refuses_clicks
         self.on_refused = on_refused
         self.status = PlacementStatus()
         self._node: Any = None
@@ -104,9 +104,9 @@ class ClickPlacement:
     def guard_view(self, view_id: str, interactor: Any) -> None:
         """Guard left presses in place mode in this view.
 
-        A press in a view that shows a prior study places nothing: landmarks belong to the
-        current study, and a prior's anatomy lies elsewhere in the current frame unless its
-        registration is exact. The press is stopped before the view's interactor style sees
+        A press in a view that ``refuses_clicks`` places nothing: landmarks belong to the series
+        they are measured on, and a prior's or another series' anatomy lies elsewhere in its
+        frame unless a registration is exact. The press is stopped before the view's interactor style sees
         it and ``on_refused`` is called. Any other press first passes a move at its position.
         """
         if self._guarded.get(view_id) is interactor:
@@ -116,9 +116,11 @@ class ClickPlacement:
         def move_before_press(caller: Any, _event: str) -> None:
             if not self._in_place_mode():
                 return
-            if self.shows_prior(view_id):
+            if self.refuses_clicks(view_id):
                 caller.GetCommand(tags[0]).SetAbortFlag(1)
-                logger.info("click in view %s refused: it shows a prior study", view_id)
+                logger.info(
+                    "click in view %s refused: it does not show the measured series", view_id
+                )
                 self.on_refused(view_id)
                 return
             caller.InvokeEvent(vtk.vtkCommand.MouseMoveEvent)
@@ -126,7 +128,7 @@ class ClickPlacement:
         def refuse_release(caller: Any, _event: str) -> None:
             # Slicer places a point on the click its style makes of a press and a release:
             # the release must not reach the style either.
-            if self._in_place_mode() and self.shows_prior(view_id):
+            if self._in_place_mode() and self.refuses_clicks(view_id):
                 caller.GetCommand(tags[1]).SetAbortFlag(1)
 
         tags.append(
