@@ -258,3 +258,27 @@ def test_a_press_without_a_move_places_where_it_is_made_once_the_view_is_guarded
     ]
     assert ends[0] == pytest.approx(_xy_to_ras(view, 120, 100), abs=1e-6)
     assert ends[1] == pytest.approx(_xy_to_ras(view, 260, 140), abs=1e-6)
+
+
+def test_landmarks_are_drawn_only_in_the_views_of_the_measured_series(
+    app_context: AppContext,
+) -> None:
+    live = LiveLandmarks(app_context)
+    live.attach("1.2.3", side="right")
+    live.set_points("femoral_head_center", [HIP_RAS_MM["femoral_head_center"]])
+    live.show_in_views(["vtkMRMLSliceNodeRed"])
+    live.set_points("femoral_neck_center", [HIP_RAS_MM["femoral_neck_center"]])
+    live.set_kind("hip")
+
+    # Placed before and after the views were chosen, every node is drawn in Red alone.
+    for label in ("femoral_head_center", "femoral_neck_center"):
+        display = live.nodes[label].GetDisplayNode()
+        assert display.GetViewNodeIDs() == ("vtkMRMLSliceNodeRed",)
+        assert display.GetVisibility()
+
+    live.show_in_views([])  # no view shows the measured series: draw nothing anywhere
+    live.set_kind("hip")
+    assert not live.nodes["femoral_head_center"].GetDisplayNode().GetVisibility()
+    live.show_in_views(None)
+    display = live.nodes["femoral_head_center"].GetDisplayNode()
+    assert display.GetViewNodeIDs() == () and display.GetVisibility()

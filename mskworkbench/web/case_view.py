@@ -355,6 +355,11 @@ class CaseView:
         image = node.GetImageData() if node is not None else None
         return image is not None and image.GetDimensions()[2] == 1
 
+    def view_node_ids(self, view_ids: Sequence[str]) -> list[str]:
+        """The MRML view node IDs of named views (slice views and the 3D view)."""
+        found = [self._view(view_id) for view_id in view_ids]
+        return [view.get_view_node().GetID() for view in found if view is not None]
+
     def views_showing(self, series_uid: str) -> list[str]:
         """The shown slice views that show one series, in reading order."""
         return [hung.view for hung in self.hung if hung.series_uid == series_uid]

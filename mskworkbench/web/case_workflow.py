@@ -29,6 +29,7 @@ from MSKPriorsLib.registration import register_rigid
 from MSKPriorsLib.series_loader import add_series_volume
 from mskworkbench.web import bones, measurements
 from mskworkbench.web.case_view import CaseView
+from mskworkbench.web.hanging_layout import THREED_VIEW
 from mskworkbench.web.hanging_read import (
     HangingRead,
     ReadSeries,
@@ -341,6 +342,17 @@ class CaseWorkflow:
         self.case.hang(hung_views(plan))
         self.apply_preset(self.page_preset)
         self._follow_measured_series()
+        self._draw_landmarks_on_measured_views()
+
+    def _draw_landmarks_on_measured_views(self) -> None:
+        """Draw the landmarks only where the measured series is shown (its frame)."""
+        read = self.series.get(self.measured_uid)
+        if read is None:
+            return
+        views = self.case.views_showing(self.measured_uid)
+        if not is_single_image(read.volume):
+            views.append(THREED_VIEW)  # the bones are the current volume's, in its frame
+        self.landmarks.show_in_views(self.case.view_node_ids(views))
 
     def _follow_measured_series(self) -> None:
         """Measure on the series of the first current view; a new one starts empty landmarks."""

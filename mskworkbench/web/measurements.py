@@ -97,6 +97,7 @@ class LiveLandmarks:
         self.side = ""
         self.source_image = ""
         self._listeners: list[Callable[[], None]] = []
+        self._view_node_ids: list[str] | None = None
 
     @property
     def measures(self) -> MeasurementSet:
@@ -176,8 +177,28 @@ class LiveLandmarks:
         for label, node in self.nodes.items():
             display = node.GetDisplayNode()
             if display is not None:
-                display.SetVisibility(set_of_label(label) == kind)
+                display.SetVisibility(set_of_label(label) == kind and self._view_node_ids != [])
         self._measure_again()
+
+    def show_in_views(self, view_node_ids: list[str] | None) -> None:
+        """Draw (and so let the reader drag) the landmarks only in these MRML views.
+
+        ``None`` draws them in every view. Views showing another series lie in another frame:
+        a landmark drawn there would sit on the wrong anatomy and could be dragged onto it.
+        """
+        self._view_node_ids = None if view_node_ids is None else list(view_node_ids)
+        for label, node in self.nodes.items():
+            self._restrict_display(label, node)
+
+    def _restrict_display(self, label: str, node: Any) -> None:
+        display = node.GetDisplayNode()
+        if display is None:
+            return
+        display.RemoveAllViewNodeIDs()
+        for view_node_id in self._view_node_ids or []:
+            display.AddViewNodeID(view_node_id)
+        # No view ID means every view: a set to be drawn in no view is hidden instead.
+        display.SetVisibility(set_of_label(label) == self.kind and self._view_node_ids != [])
 
     def set_side(self, side: str) -> None:
         """Set which limb the landmarks are on (``left`` or ``right``, empty when unknown)."""
@@ -216,7 +237,7 @@ class LiveLandmarks:
         # Landmarks off the slice plane are drawn faded, so a reader sees them all in 2D.
         display.SetSliceProjection(True)
         display.SetSliceProjectionOpacity(0.4)
-        display.SetVisibility(kind == self.kind)
+        self._restrict_display(label, node)
         self.nodes[label] = node
         return node
 
