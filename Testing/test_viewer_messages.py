@@ -9,14 +9,15 @@ import pytest
 import SimpleITK as sitk
 
 from MSKPlannerLib.case_plan import PlanError
-from MSKPriorsLib.hanging_protocols import load_rules, plan_hanging
-from MSKPriorsLib.records import PatientIdentity, SeriesRecord, StudyRecord
-from mskworkbench.web.landmark_files import (
+from MSKPlannerLib.landmark_identity import (
     ExpectedIdentity,
+    LandmarkIdentityError,
     identity_in_markups,
     identity_mismatches,
-    import_markups,
 )
+from MSKPriorsLib.hanging_protocols import load_rules, plan_hanging
+from MSKPriorsLib.records import PatientIdentity, SeriesRecord, StudyRecord
+from mskworkbench.web.landmark_files import import_markups, refuse_other_identity
 from mskworkbench.web.landmark_panel import identity_notice
 from mskworkbench.web.plan_jobs import plan_failure_message
 
@@ -74,6 +75,24 @@ def test_a_landmark_file_of_another_patient_is_refused_before_anything_is_placed
         import_markups(None, "other.mrk.json", content, image, "the image", CURRENT)  # type: ignore[arg-type]
 
 
+def test_a_landmark_file_naming_two_patients_is_refused_though_one_is_this_one() -> None:
+    document = {**_markups(PatientID="OTHER-999"), "PatientID": "MRN100"}
+    content = json.dumps(document).encode()
+    image = sitk.Image(10, 10, 10, sitk.sitkInt16)
+
+    with pytest.raises(LandmarkIdentityError, match="names two patients: PatientID MRN100 and"):
+        identity_in_markups(document)
+    with pytest.raises(
+        ValueError, match=r"both\.mrk\.json names two patients: PatientID MRN100 and"
+    ):
+        import_markups(None, "both.mrk.json", content, image, "the image", CURRENT)  # type: ignore[arg-type]
+    # The same name written two ways is one patient.
+    same = {**_markups(PatientName="smith ^ anna"), "PatientName": "SMITH^ANNA"}
+    assert refuse_other_identity("same", json.dumps(same).encode(), CURRENT) == {
+        "PatientName": "SMITH^ANNA"
+    }
+
+
 def test_the_notice_says_for_whom_and_that_the_file_names_no_patient() -> None:
     study = StudyRecord(
         "1.2.3",
@@ -86,4 +105,25 @@ def test_the_notice_says_for_whom_and_that_the_file_names_no_patient() -> None:
 
     assert unnamed.startswith("Measured for SMITH, ANNA · born 1960-01-01 · ID MRN100")
     assert "2024-01-10" in unnamed and "does not name its patient" in unnamed
-    assert "names PatientID, which match" in named
+    assert "The file names its PatientID, which matches this study." in named
+    assert "does not name" not in named
+
+
+def test_the_notice_lists_every_field_the_file_named_and_matched() -> None:
+    study = StudyRecord("1.2.3", PatientIdentity("MRN100", name="SMITH^ANNA"))
+    named = sorted(
+        refuse_other_identity(
+            "named.mrk.json",
+            json.dumps({**_markups(StudyInstanceUID="1.2.3"), "PatientID": "MRN100"}).encode(),
+            CURRENT,
+        )
+    )
+
+    notice = identity_notice(study, named)
+
+    assert notice.endswith(
+        "The file names its PatientID and StudyInstanceUID, which match this study."
+    )
+    assert "does not name" not in notice
+    three = identity_notice(study, ["PatientBirthDate", "PatientID", "PatientName"])
+    assert "its PatientBirthDate, PatientID and PatientName, which match" in three

@@ -10,8 +10,10 @@ The stages, each timed for the benchmark (:attr:`PlanResult.seconds`):
 
 1. ``retrieve``: find the current study (named by its UID, or the patient's newest study)
    and rank the same patient's priors on the PACS or in the archive (patient matching is
-   strict: an empty PatientID matches nothing, conflicting identities are rejected), then
-   retrieve into the local archive what the archive does not hold yet.
+   strict: an empty PatientID matches nothing, conflicting identities are rejected); refuse
+   the plan when a landmark file names two patients or another patient, study or series than
+   the current study's; then retrieve into the local archive what the archive does not hold
+   yet.
 2. ``load``: every CT/MR volume and projection radiograph of the current study and of the
    priors used, with their geometry warnings, under Patient > Study in the subject hierarchy.
 3. ``register``: each prior CT/MR rigidly onto the current one of the same modality.
@@ -38,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from MSKPlannerLib import case_figures, case_loading, case_measures
+from MSKPlannerLib.landmark_identity import (
+    ExpectedIdentity,
+    LandmarkIdentityError,
+    check_landmark_files,
+)
 from MSKPlannerLib.measurement_table import MeasurementTable
 from MSKPlannerLib.report_html import write_report
 from MSKPriorsLib.app_context import AppContext
@@ -213,6 +220,7 @@ def plan_case(
     try:
         with timer.stage("retrieve", "finding the current study and its priors"):
             _find_studies(state)
+            _check_landmark_identity(state)
             _retrieve(state, progress)
         with timer.stage("load", "loading the current study and the priors"):
             case_loading.load_studies(state)
@@ -319,6 +327,29 @@ def _find_studies(state: PlanState) -> None:
             )
         else:
             state.unused_priors[prior.study.study_uid] = "holds no CT or MR volume to compare"
+
+
+def _check_landmark_identity(state: PlanState) -> None:
+    """Refuse the plan when a landmark file names two patients or not the current study's.
+
+    Checked before anything is retrieved: landmarks of another patient must never be measured
+    for this one, and leaving the file out would report the case as planned without them.
+    """
+    if not state.request.landmark_files or state.current is None:
+        return
+    patient = state.current.patient
+    series = state.search.current_series if state.search is not None else ()
+    expected = ExpectedIdentity(
+        patient.patient_id,
+        patient.name,
+        patient.birth_date,
+        state.current.study_uid,
+        {s.series_uid for s in series},
+    )
+    try:
+        check_landmark_files(state.request.landmark_files, expected)
+    except LandmarkIdentityError as error:
+        raise PlanError(f"landmark file refused, nothing was measured: {error}") from error
 
 
 def _has_modality(series: Sequence[SeriesRecord], modalities: Sequence[str]) -> bool:

@@ -13,6 +13,7 @@ from mskworkbench.cli import CommandError
 
 if TYPE_CHECKING:
     from MSKPlannerLib.calibration import Radiograph
+    from MSKPlannerLib.landmark_identity import ExpectedIdentity
     from MSKPlannerLib.landmarks import LandmarkSet
     from MSKPlannerLib.measurement_table import Calibration, MeasurementTable
 
@@ -150,6 +151,22 @@ def _calibration(
     )
 
 
+def _identity_of(radiograph: Radiograph | None) -> ExpectedIdentity | None:
+    """Who the radiograph names, when it names a patient: landmark files must name the same."""
+    from MSKPlannerLib.landmark_identity import ExpectedIdentity
+
+    if radiograph is None or not str(radiograph.dataset.get("PatientID", "")).strip():
+        return None
+    dataset = radiograph.dataset
+    return ExpectedIdentity(
+        str(dataset.get("PatientID", "")).strip(),
+        str(dataset.get("PatientName", "")),
+        str(dataset.get("PatientBirthDate", "")),
+        str(dataset.get("StudyInstanceUID", "")),
+        {str(dataset.get("SeriesInstanceUID", ""))},
+    )
+
+
 def _scaled(landmarks: LandmarkSet, scale: float) -> LandmarkSet:
     from MSKPlannerLib.landmarks import LandmarkSet
 
@@ -191,6 +208,7 @@ def _flat(kind: str, table: MeasurementTable) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print the values."""
+    from MSKPlannerLib.landmark_identity import check_landmark_files
     from MSKPlannerLib.landmarks import LandmarkError, read_landmark_files
     from MSKPlannerLib.measure_cobb import CobbError
     from MSKPlannerLib.measurement_nodes import measure_landmarks
@@ -205,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("give either --landmarks or --labels for the Cobb angle, not both")
         calibration, scale, image_name, radiograph = _calibration(args)
         try:
+            check_landmark_files(args.landmarks, _identity_of(radiograph))
             landmarks = _scaled(read_landmark_files(args.landmarks), scale)
             if radiograph is not None:
                 _check_within_image(landmarks, radiograph)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from MSKPlannerLib.landmark_identity import ExpectedIdentity
 from MSKPlannerLib.landmarks import write_markups_json
 from MSKPriorsLib.display_presets import apply_preset, default_preset_for
 from MSKPriorsLib.hanging_protocols import HangingPlan, ViewAssignment, load_rules
@@ -40,7 +41,6 @@ from mskworkbench.web.hanging_read import (
     view_labels,
 )
 from mskworkbench.web.landmark_files import (
-    ExpectedIdentity,
     ImportedLandmarks,
     import_markups,
     refuse_other_identity,
@@ -577,7 +577,7 @@ class CaseWorkflow:
             raise ValueError("open a study before loading landmarks")
         expected = self._expected_identity()
         # A file of another patient is refused before it can switch any view.
-        refuse_other_identity(file_name, content, expected)
+        named = sorted(refuse_other_identity(file_name, content, expected))
         found = read_landmark_file(file_name, content)
         fit = None
         if found is not None:
@@ -590,14 +590,14 @@ class CaseWorkflow:
             fit = find_fit(file_positions(found), candidates)
         if found is None or fit is None:
             image_name = f"the current image (series {self._series_name(self.measured_uid)})"
-            return self._import_on(measured, file_name, content, image_name, expected)
+            return self._import_on(measured, file_name, content, image_name, expected, named)
         if fit.series_uid != self.measured_uid:
             self._switch_for_landmarks(file_name, fit)
         if fit.moves_points:
             content = moved_file(found, fit.file_to_shown_ras, file_name)
         reference = self.series[self.measured_uid]
         name = f"series {self._series_name(self.measured_uid)}"
-        return self._import_on(reference, file_name, content, name, expected)
+        return self._import_on(reference, file_name, content, name, expected, named)
 
     def _expected_identity(self) -> ExpectedIdentity:
         """Who and what the open case is, for checking the identity a landmark file names."""
@@ -619,10 +619,13 @@ class CaseWorkflow:
         content: bytes,
         image_name: str,
         expected: ExpectedIdentity,
+        named_identity: list[str],
     ) -> ImportedLandmarks:
         imported = import_markups(
             self.landmarks, file_name, content, read.volume.image, image_name, expected
         )
+        # Moved content is rewritten without the identity the reader's file named.
+        imported.named_identity = named_identity
         # A radiograph's frame is its own: the views of other series stay where they are.
         views = self.case.views_showing(read.series_uid) if is_single_image(read.volume) else None
         self.case.jump_to(imported.center_ras_mm, views)

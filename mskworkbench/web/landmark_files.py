@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,11 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from MSKPlannerLib.case_measures import points_outside_extent
+from MSKPlannerLib.landmark_identity import (
+    ExpectedIdentity,
+    LandmarkIdentityError,
+    check_markups_identity,
+)
 from MSKPlannerLib.landmarks import read_markups_json
 from MSKPriorsLib.frames import ijk_to_ras_from_sitk
 from mskworkbench.web.landmark_sets import set_of_label
@@ -39,102 +42,6 @@ class ImportedLandmarks:
     center_ras_mm: npt.NDArray[np.float64]
     replaced: list[str] = field(default_factory=list)
     named_identity: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ExpectedIdentity:
-    """Who and what the landmarks are measured on: the current study.
-
-    Attributes
-    ----------
-    patient_id, patient_name, birth_date
-        The current study's PatientID, PatientName (DICOM ``^`` form) and PatientBirthDate.
-    study_uid
-        Its StudyInstanceUID.
-    series_uids
-        SeriesInstanceUIDs of its series.
-    """
-
-    patient_id: str
-    patient_name: str = ""
-    birth_date: str = ""
-    study_uid: str = ""
-    series_uids: Collection[str] = ()
-
-
-#: Identity attributes a markups file may carry (keys compared without case, ``_`` or ``-``).
-IDENTITY_KEYS = {
-    "patientid": "PatientID",
-    "patientname": "PatientName",
-    "patientbirthdate": "PatientBirthDate",
-    "studyinstanceuid": "StudyInstanceUID",
-    "seriesinstanceuid": "SeriesInstanceUID",
-}
-
-
-def identity_in_markups(document: object) -> dict[str, str]:
-    """The patient, study and series identity a markups JSON document names, if any.
-
-    Slicer's markups schema has no such fields, but other tools add them at the top level
-    or in a markup. The first non-empty value of each attribute is taken.
-
-    Parameters
-    ----------
-    document
-        The parsed JSON document.
-
-    Returns
-    -------
-    dict
-        DICOM keyword (``PatientID``, ``PatientName``, ``PatientBirthDate``,
-        ``StudyInstanceUID``, ``SeriesInstanceUID``) -> value; empty when none is named.
-    """
-    places: list[dict[str, object]] = []
-    if isinstance(document, dict):
-        places.append(document)
-        markups = document.get("markups")
-        if isinstance(markups, list):
-            places += [markup for markup in markups if isinstance(markup, dict)]
-    found: dict[str, str] = {}
-    for place in places:
-        for key, value in place.items():
-            keyword = IDENTITY_KEYS.get(key.lower().replace("_", "").replace("-", ""))
-            if keyword and isinstance(value, str | int) and str(value).strip():
-                found.setdefault(keyword, str(value).strip())
-    return found
-
-
-def _same_name(a: str, b: str) -> bool:
-    def parts(name: str) -> list[str]:
-        return [part.strip().upper() for part in name.replace(",", "^").split("^") if part.strip()]
-
-    return parts(a) == parts(b)
-
-
-def identity_mismatches(named: dict[str, str], expected: ExpectedIdentity) -> list[str]:
-    """Sentences naming each identity attribute of a file that differs from the current study.
-
-    An attribute the current study lacks cannot be compared and counts as a mismatch for a
-    PatientID (an empty PatientID matches nothing).
-    """
-    problems = []
-    patient_id = named.get("PatientID")
-    if patient_id is not None and patient_id != expected.patient_id.strip():
-        shown = expected.patient_id.strip() or "no PatientID"
-        problems.append(f"it names PatientID {patient_id}, the current study has {shown}")
-    name = named.get("PatientName")
-    if name is not None and not _same_name(name, expected.patient_name):
-        problems.append("it names another patient name than the current study's")
-    birth = named.get("PatientBirthDate")
-    if birth is not None and birth.replace("-", "") != expected.birth_date:
-        problems.append("it names another birth date than the current study's")
-    study = named.get("StudyInstanceUID")
-    if study is not None and study != expected.study_uid:
-        problems.append("it names another study than the current one")
-    series = named.get("SeriesInstanceUID")
-    if series is not None and series not in expected.series_uids:
-        problems.append("it names a series that is not of the current study")
-    return problems
 
 
 def points_outside_image(points_ras_mm: npt.ArrayLike, image: sitk.Image) -> int:
@@ -183,8 +90,9 @@ def import_markups(
     image_name
         How error messages name that image.
     expected
-        The current study's identity; a file naming another patient, study or series is
-        refused (see :func:`identity_in_markups`).
+        The current study's identity; a file naming two patients, studies or series, or
+        another than this one, is refused (see
+        :func:`~MSKPlannerLib.landmark_identity.check_markups_identity`).
 
     Returns
     -------
@@ -194,8 +102,8 @@ def import_markups(
     Raises
     ------
     ValueError
-        When the file is not markups JSON, names another patient, study or series than
-        ``expected``, holds no landmark of any measurement set, or holds landmarks outside
+        When the file is not markups JSON, names two patients, studies or series or another
+        than ``expected``, holds no landmark of any measurement set, or holds landmarks outside
         ``image``; the landmarks are then unchanged.
     """
     named = refuse_other_identity(file_name, content, expected)
@@ -238,21 +146,11 @@ def import_markups(
 def refuse_other_identity(
     file_name: str, content: bytes, expected: ExpectedIdentity | None
 ) -> dict[str, str]:
-    """The identity a markups file names; raises ValueError when it is not ``expected``'s."""
-    named = _named_identity(content)
-    if expected is not None:
-        problems = identity_mismatches(named, expected)
-        if problems:
-            raise ValueError(
-                f"{file_name} is not of the current study: {'; '.join(problems)}; "
-                "nothing was placed"
-            )
-    return named
+    """The identity a markups file names; raises ValueError when it names two or another.
 
-
-def _named_identity(content: bytes) -> dict[str, str]:
+    See :func:`~MSKPlannerLib.landmark_identity.check_markups_identity`.
+    """
     try:
-        document = json.loads(content)
-    except (UnicodeDecodeError, ValueError):
-        return {}  # the markups reader names what is wrong with the file
-    return identity_in_markups(document)
+        return check_markups_identity(file_name, content, expected)
+    except LandmarkIdentityError as error:
+        raise ValueError(f"{error}; nothing was placed") from error

@@ -60,14 +60,18 @@ def identity_notice(study: StudyRecord | None, named_identity: list[str]) -> str
     """The sentence saying for whom loaded landmarks are measured, and what the file named.
 
     Slicer's markups files name neither patient nor image, so the reader must confirm the
-    file is this patient's; a file that names its patient was checked against the study.
+    file is this patient's; the attributes a file names (``named_identity``, DICOM keywords)
+    were checked against the study and are listed as matching it.
     """
     if study is None:
         return ""
     row = study_row(study)
     whom = f"Measured for {row['patient_label']} · study of {row['date']}."
     if named_identity:
-        return f"{whom} The file names {', '.join(named_identity)}, which match this study."
+        fields = ", ".join(named_identity[:-1]) + " and " if len(named_identity) > 1 else ""
+        fields += named_identity[-1]
+        verb = "matches" if len(named_identity) == 1 else "match"
+        return f"{whom} The file names its {fields}, which {verb} this study."
     return f"{whom} The file does not name its patient: confirm it is this patient's."
 
 
