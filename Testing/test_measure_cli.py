@@ -276,3 +276,61 @@ def test_measure_refuses_landmarks_not_placed_on_the_image(
     assert status == 0
     assert result["hka_deg"] == pytest.approx(expected["hka_deg"], abs=2e-3)
     assert result["mad_mm"] == pytest.approx(expected["mad_mm"] * factor, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("mm_per_pixel", "image_mm_per_pixel"),
+    [
+        ("[Infinity, Infinity]", "null"),
+        ("[NaN, NaN]", "null"),
+        ("[1e-300, 1e-300]", "null"),
+        ("[0.2, 0.2]", "[0.0, 0.0]"),
+    ],
+)
+def test_measure_and_template_refuse_an_implausible_calibration_file(
+    capsys: pytest.CaptureFixture[str],
+    shared_data: Path,
+    tmp_path: Path,
+    mm_per_pixel: str,
+    image_mm_per_pixel: str,
+) -> None:
+    # Written by hand as 'mskwb calibrate --json' once wrote it for "--known-length ... inf".
+    calibration_file = tmp_path / "calibration.json"
+    calibration_file.write_text(
+        f'{{"image": "x.dcm", "mm_per_pixel": {mm_per_pixel}, "method": "known_length", '
+        f'"calibrated": true, "detail": "", "image_mm_per_pixel": {image_mm_per_pixel}}}'
+    )
+    points, _ = alignment_landmarks("left", 86.0, 88.0, -1.0)
+    landmarks = tmp_path / "long_leg_left.mrk.json"
+    write_markups_json(landmarks, points)
+    status = main(
+        [
+            "measure",
+            "alignment",
+            "--landmarks",
+            str(landmarks),
+            "--calibration",
+            str(calibration_file),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert str(calibration_file) in line and "not plausible for a radiograph" in line
+
+    if image_mm_per_pixel != "null":
+        return  # the template command does not read the loaded spacing
+    hip, _ = hip_landmarks("right", 127.0, 44.0, 40.0, -3.0)
+    hip_file = tmp_path / "right_hip.mrk.json"
+    write_markups_json(hip_file, hip)
+    image = shared_data / "wg04" / "RG2_JPLL.dcm"
+    status = main(
+        [
+            "template", str(image), "--landmarks", str(hip_file), "--family", "cup",
+            "--calibration", str(calibration_file),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert str(calibration_file) in line and "not plausible for a radiograph" in line
