@@ -11,10 +11,12 @@ import pytest
 from pydicom.dataset import Dataset
 
 from MSKPlannerLib.calibration import (
+    PLAUSIBLE_MM_PER_PIXEL,
     BallDetection,
     CalibrationError,
     ball_calibration,
     calibration_from_dataset,
+    check_plausible_spacing,
     detect_calibration_ball,
     fixed_magnification_calibration,
     known_length_calibration,
@@ -200,6 +202,54 @@ def test_known_length_points_must_lie_on_the_image() -> None:
         assert str(refused.value).startswith("rg.dcm: ")
     with pytest.raises(CalibrationError, match="column nan"):
         known_length_calibration((1, 1), (5, float("nan")), 50.0, image_shape_rc=shape_rc)
+
+
+@pytest.mark.parametrize("length_mm", [float("inf"), float("nan"), -5.0, 0.0])
+def test_known_length_must_be_a_finite_positive_number(length_mm: float) -> None:
+    with pytest.raises(CalibrationError, match="finite positive number"):
+        known_length_calibration((10.0, 10.0), (100.0, 10.0), length_mm, source="rg.dcm")
+
+
+@pytest.mark.parametrize(
+    ("length_mm", "accepted"),
+    [(1e-300, False), (0.89, False), (0.9, True), (450.0, True), (450.1, False), (1e300, False)],
+)
+def test_known_length_gives_only_a_plausible_scale(length_mm: float, accepted: bool) -> None:
+    # 90 pixels apart: 0.9 mm is 0.01 mm per pixel, 450 mm is 5 mm per pixel.
+    assert PLAUSIBLE_MM_PER_PIXEL == (0.01, 5.0)
+    if accepted:
+        calibration = known_length_calibration((10.0, 10.0), (100.0, 10.0), length_mm)
+        assert calibration.mm_per_pixel == pytest.approx((length_mm / 90, length_mm / 90))
+        return
+    with pytest.raises(CalibrationError, match="not plausible for a radiograph") as refused:
+        known_length_calibration((10.0, 10.0), (100.0, 10.0), length_mm, source="rg.dcm")
+    assert str(refused.value).startswith("rg.dcm: ")
+
+
+def test_plausible_spacing_refuses_non_numbers_and_infinity() -> None:
+    assert check_plausible_spacing([0.2, 0.25]) == (0.2, 0.25)
+    for spacing in ([float("inf"), 0.2], [0.2, float("nan")], [0.0, 0.2], [0.2, 6.0]):
+        with pytest.raises(CalibrationError, match="not plausible"):
+            check_plausible_spacing(spacing, "cal.json")
+    for malformed in (["a", "b"], [0.2], None):
+        with pytest.raises(CalibrationError, match=r"not a \(row, column\) spacing"):
+            check_plausible_spacing(malformed, "cal.json")  # type: ignore[arg-type]
+
+
+def test_calibrate_refuses_an_infinite_or_tiny_known_length(
+    capsys: pytest.CaptureFixture[str], shared_data: Path
+) -> None:
+    from mskworkbench.cli import main
+
+    image = str(shared_data / "wg04" / "RG3_JPLL.dcm")
+    for length, reason in (("inf", "finite positive"), ("1e-300", "not plausible")):
+        status = main(
+            ["calibrate", image, "--known-length", "10", "10", "100", "10", length, "--json"]
+        )
+        captured = capsys.readouterr()
+        assert status == 2 and captured.out == ""
+        (line,) = captured.err.strip().splitlines()
+        assert image in line and reason in line
 
 
 def test_calibrate_refuses_known_length_points_off_the_real_radiograph(

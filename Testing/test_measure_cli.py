@@ -276,3 +276,96 @@ def test_measure_refuses_landmarks_not_placed_on_the_image(
     assert status == 0
     assert result["hka_deg"] == pytest.approx(expected["hka_deg"], abs=2e-3)
     assert result["mad_mm"] == pytest.approx(expected["mad_mm"] * factor, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("mm_per_pixel", "image_mm_per_pixel"),
+    [
+        ("[Infinity, Infinity]", "null"),
+        ("[NaN, NaN]", "null"),
+        ("[1e-300, 1e-300]", "null"),
+        ("[0.2, 0.2]", "[0.0, 0.0]"),
+    ],
+)
+def test_measure_and_template_refuse_an_implausible_calibration_file(
+    capsys: pytest.CaptureFixture[str],
+    shared_data: Path,
+    tmp_path: Path,
+    mm_per_pixel: str,
+    image_mm_per_pixel: str,
+) -> None:
+    # Written by hand as 'mskwb calibrate --json' once wrote it for "--known-length ... inf".
+    calibration_file = tmp_path / "calibration.json"
+    calibration_file.write_text(
+        f'{{"image": "x.dcm", "mm_per_pixel": {mm_per_pixel}, "method": "known_length", '
+        f'"calibrated": true, "detail": "", "image_mm_per_pixel": {image_mm_per_pixel}}}'
+    )
+    points, _ = alignment_landmarks("left", 86.0, 88.0, -1.0)
+    landmarks = tmp_path / "long_leg_left.mrk.json"
+    write_markups_json(landmarks, points)
+    status = main(
+        [
+            "measure",
+            "alignment",
+            "--landmarks",
+            str(landmarks),
+            "--calibration",
+            str(calibration_file),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert str(calibration_file) in line and "not plausible for a radiograph" in line
+
+    if image_mm_per_pixel != "null":
+        return  # the template command does not read the loaded spacing
+    hip, _ = hip_landmarks("right", 127.0, 44.0, 40.0, -3.0)
+    hip_file = tmp_path / "right_hip.mrk.json"
+    write_markups_json(hip_file, hip)
+    image = shared_data / "wg04" / "RG2_JPLL.dcm"
+    status = main(
+        [
+            "template", str(image), "--landmarks", str(hip_file), "--family", "cup",
+            "--calibration", str(calibration_file),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert str(calibration_file) in line and "not plausible for a radiograph" in line
+
+
+@pytest.mark.parametrize(("name", "rows"), [("RG1_J2KI.dcm", 1955), ("RG3_JPLL.dcm", 1760)])
+def test_landmarks_off_an_image_without_spacing_are_refused(
+    capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path, name: str, rows: int
+) -> None:
+    # Zero (RG1) or missing (RG3) spacing: the image is loaded at 1 unit per pixel, so its
+    # pixel grid still says where it lies. A set 4000 units tall cannot lie on it.
+    image = shared_data / "wg04" / name
+    points, expected = alignment_landmarks("left", 86.0, 88.0, -1.0)
+    coords = np.stack(list(points.values()))
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    # Columns run toward -x (PatientOrientation L, F) on RG1 and toward +x (R, F) on RG3.
+    column_edge = {"RG1_J2KI.dcm": (high[0], -100.0), "RG3_JPLL.dcm": (low[0], 100.0)}[name]
+    for factor, accepted in ((4000.0, False), (0.8 * rows, True)):
+        scale = factor / (high[2] - low[2])
+        origin = np.array([column_edge[0], 0.0, high[2]])
+        placed = {
+            k: np.array([column_edge[1], 0.0, -50.0]) + scale * (v - origin)
+            for k, v in points.items()
+        }
+        landmarks = tmp_path / f"left_leg_{accepted}.mrk.json"
+        write_markups_json(landmarks, placed)
+        status = main(
+            ["measure", "alignment", "--landmarks", str(landmarks), "--image", str(image), "--json"]
+        )
+        captured = capsys.readouterr()
+        if accepted:
+            assert status == 0, captured.err
+            hka = json.loads(captured.out)["hka_deg"]
+            assert hka == pytest.approx(expected["hka_deg"], abs=2e-3)
+            continue
+        assert status == 2 and captured.out == ""
+        (line,) = captured.err.strip().splitlines()
+        assert str(image) in line and "landmark points lie outside" in line

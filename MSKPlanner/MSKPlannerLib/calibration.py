@@ -10,6 +10,8 @@ Public API
   chose (for example 1.15 to 1.21).
 - :func:`known_length_calibration`: two pixel positions a known distance apart (both
   checked to lie on the image with :func:`check_pixel_inside`).
+- :func:`check_plausible_spacing`: refuse a scale that is not finite or lies outside
+  :data:`PLAUSIBLE_MM_PER_PIXEL`, for a calibration made here or read back from a file.
 - :func:`detect_calibration_ball` and :func:`ball_calibration` (from
   :mod:`MSKPlannerLib.calibration_ball`, re-exported here): find a calibration ball of known
   diameter (25 mm by default) and calibrate from its size; the detected circle is returned so
@@ -52,12 +54,14 @@ __all__ = [
     "DEFAULT_BALL_DIAMETER_MM",
     "MAGNIFICATION_RANGE",
     "PIXEL_SPACING_ONLY_NOTE",
+    "PLAUSIBLE_MM_PER_PIXEL",
     "BallDetection",
     "CalibrationError",
     "Radiograph",
     "ball_calibration",
     "calibration_from_dataset",
     "check_pixel_inside",
+    "check_plausible_spacing",
     "detect_calibration_ball",
     "fixed_magnification_calibration",
     "known_length_calibration",
@@ -75,6 +79,11 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Magnification factors a user may choose for a fixed-magnification calibration.
 MAGNIFICATION_RANGE = (1.0, 1.5)
+
+#: Pixel sizes (mm per pixel, at the patient) a radiograph calibration may give. Detectors
+#: and digitised films have pixels of about 0.05 to 0.5 mm; a scale outside 0.01 to 5 mm
+#: comes from a mistyped length or point, never from a real radiograph.
+PLAUSIBLE_MM_PER_PIXEL = (0.01, 5.0)
 
 #: Detail note of a CR/DX whose only spacing is PixelSpacing, without a calibration type.
 PIXEL_SPACING_ONLY_NOTE = (
@@ -275,6 +284,41 @@ def check_pixel_inside(
         )
 
 
+def check_plausible_spacing(spacing_mm: Sequence[float], source: str = "") -> tuple[float, float]:
+    """Refuse a radiograph scale that is not finite or not plausible.
+
+    Parameters
+    ----------
+    spacing_mm
+        ``(row, column)`` spacing in mm per pixel.
+    source
+        File or SOP Instance UID, the start of the message when given.
+
+    Returns
+    -------
+    tuple of float
+        The spacing as two floats, in mm per pixel.
+
+    Raises
+    ------
+    CalibrationError
+        When it does not hold two numbers, or either is not finite or lies outside
+        :data:`PLAUSIBLE_MM_PER_PIXEL` (0.01 to 5 mm per pixel).
+    """
+    where = f"{source}: " if source else ""
+    try:
+        row_mm, column_mm = (float(v) for v in spacing_mm)
+    except (TypeError, ValueError) as error:
+        raise CalibrationError(f"{where}{spacing_mm!r} is not a (row, column) spacing") from error
+    low, high = PLAUSIBLE_MM_PER_PIXEL
+    if not all(np.isfinite(v) and low <= v <= high for v in (row_mm, column_mm)):
+        raise CalibrationError(
+            f"{where}a scale of {row_mm:g} x {column_mm:g} mm per pixel is not plausible for a "
+            f"radiograph (expected {low:g} to {high:g} mm per pixel); no calibration was made"
+        )
+    return row_mm, column_mm
+
+
 def known_length_calibration(
     start_rc: Sequence[float],
     end_rc: Sequence[float],
@@ -302,10 +346,14 @@ def known_length_calibration(
     Raises
     ------
     CalibrationError
-        A length that is not positive, coincident points, or a point outside the image.
+        A length that is not a finite positive number, coincident points, a point outside the
+        image, or a resulting scale outside :data:`PLAUSIBLE_MM_PER_PIXEL`
+        (:func:`check_plausible_spacing`).
     """
-    if not length_mm > 0:
-        raise CalibrationError(f"the known length must be positive, not {length_mm}")
+    if not (np.isfinite(length_mm) and length_mm > 0):
+        raise CalibrationError(
+            f"the known length must be a finite positive number, not {length_mm}"
+        )
     if image_shape_rc is not None:
         check_pixel_inside(start_rc, image_shape_rc, "the first point of the known length", source)
         check_pixel_inside(end_rc, image_shape_rc, "the second point of the known length", source)
@@ -315,9 +363,10 @@ def known_length_calibration(
     if distance_px < 1.0:
         raise CalibrationError("the two points of a known length must be distinct pixels")
     column_mm = length_mm / distance_px
+    spacing = check_plausible_spacing((column_mm * aspect, column_mm), source)
     return Calibration(
         method="known_length",
-        mm_per_pixel=(column_mm * aspect, column_mm),
+        mm_per_pixel=spacing,
         detail=f"{length_mm:g} mm between pixels {tuple(start_rc)} and {tuple(end_rc)} "
         f"({source or 'image'})",
     )

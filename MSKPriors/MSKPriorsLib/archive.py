@@ -47,7 +47,7 @@ from MSKPriorsLib.archive_index import (
 )
 from MSKPriorsLib.archive_layout import ArchiveLayout
 from MSKPriorsLib.durable_files import fsync_folders, fsync_path
-from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.records import PatientIdentity, SeriesRecord, StudyRecord
 from MSKPriorsLib.retrieval_checks import (
     ArchiveError,
     CorruptInstanceError,
@@ -382,6 +382,31 @@ class LocalArchive:
     def has_instance(self, sop_uid: str) -> bool:
         """Whether the instance is archived."""
         return bool(self._rows("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)))
+
+    def archived_patient(self, sop_uid: str) -> PatientIdentity | None:
+        """The patient an archived instance is indexed under, or None when it is not archived.
+
+        Parameters
+        ----------
+        sop_uid
+            SOPInstanceUID of the instance.
+
+        Returns
+        -------
+        PatientIdentity or None
+            PatientID, issuer, name and birth date of the patient of the instance's study, as
+            the archive holds them.
+        """
+        rows = self._rows(
+            "SELECT p.patient_id, p.issuer, p.name, p.birth_date FROM instances i "
+            "JOIN studies s ON s.study_uid = i.study_uid JOIN patients p ON p.pk = s.patient_pk "
+            "WHERE i.sop_uid = ?",
+            (sop_uid,),
+        )
+        if not rows:
+            return None
+        patient_id, issuer, name, birth_date = (str(value or "") for value in rows[0])
+        return PatientIdentity(patient_id, issuer, name, birth_date)
 
     def present_sop_uids(self, series_uid: str) -> set[str]:
         """SOPInstanceUIDs of the archived (complete and durable) instances of a series."""

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "import",
         help="copy the DICOM files of a folder into a local archive",
         description="Copy every DICOM file under FOLDER (recursively) into the archive and index "
-        "it; files already archived are skipped, files that are not DICOM are counted.",
+        "it; files already archived are skipped, files that are not DICOM are counted. A file "
+        "whose instance is archived under another patient is reported and not imported, and "
+        "the exit status is then 1.",
     )
     parser.add_argument("folder", metavar="FOLDER", type=Path, help="folder to import")
     parser.add_argument("--archive", metavar="DIR", type=Path, required=True, help="archive folder")
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Import and report; exit status 1 when a DICOM file could not be stored."""
+    """Import and report; exit status 1 when a file could not be stored or names another patient."""
     from MSKPriorsLib.archive import LocalArchive
 
     if not args.folder.is_dir():
@@ -37,10 +39,12 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"archive": str(args.archive), **asdict(summary)}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        conflicts = len(summary.patient_conflicts)
         print(
             f"{summary.stored} stored, {summary.already_present} already archived, "
             f"{summary.not_dicom} not DICOM, {len(summary.failed)} failed"
+            + (f", {conflicts} archived under another patient (not imported)" if conflicts else "")
         )
-    for message in summary.failed:
+    for message in summary.failed + summary.patient_conflicts:
         sys.stderr.write(f"mskwb import: {message}\n")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.patient_conflicts else 0

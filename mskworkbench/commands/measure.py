@@ -64,6 +64,7 @@ def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
     """The calibration saved by ``mskwb calibrate --json`` and the landmark coordinate scale."""
     import numpy as np
 
+    from MSKPlannerLib.calibration import CalibrationError, check_plausible_spacing
     from MSKPlannerLib.measurement_table import Calibration
 
     try:
@@ -77,13 +78,13 @@ def _calibration_from_json(path: Path) -> tuple[Calibration, float]:
     if spacing is None or method == "uncalibrated":
         detail = f"{data.get('detail', '')} ({path})".strip()
         return Calibration(method="uncalibrated", detail=detail), 1.0
-    calibration = Calibration(
-        method=method,
-        mm_per_pixel=(float(spacing[0]), float(spacing[1])),
-        detail=data.get("detail", ""),
-    )
-    # Landmarks were placed on the image as loaded (tag spacing, or 1 mm per pixel without it).
-    loaded = data.get("image_mm_per_pixel") or [1.0, 1.0]
+    try:
+        spacing = check_plausible_spacing(spacing, str(path))
+        # Landmarks were placed on the image as loaded (tag spacing, or 1 mm per pixel).
+        loaded = check_plausible_spacing(data.get("image_mm_per_pixel") or [1.0, 1.0], str(path))
+    except CalibrationError as error:
+        raise CommandError(str(error)) from error
+    calibration = Calibration(method=method, mm_per_pixel=spacing, detail=data.get("detail", ""))
     ratios = [float(spacing[i]) / float(loaded[i]) for i in range(2)]
     if abs(ratios[0] - ratios[1]) > 1e-3 * max(ratios):
         raise CommandError(

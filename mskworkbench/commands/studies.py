@@ -32,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def newest_first(studies: list[StudyRecord]) -> list[StudyRecord]:
+    """Studies in the archive's order: newest StudyDate and StudyTime first, then by UID.
+
+    A PACS returns them in any order; studies without a date come last.
+    """
+    by_uid = sorted(studies, key=lambda study: study.study_uid)
+    return sorted(by_uid, key=lambda study: (study.study_date, study.study_time), reverse=True)
+
+
 def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list[SeriesRecord]]]]:
     from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
     from MSKPriorsLib.servers import ServerConfigError, resolve_server
@@ -45,7 +54,9 @@ def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list
     try:
         server = resolve_server(args.pacs)
         with DicomWebClient(server) as client:
-            studies = client.search_studies(patient_id=args.patient_id, study_uid=args.study)
+            studies = newest_first(
+                client.search_studies(patient_id=args.patient_id, study_uid=args.study)
+            )
             found = [(s, client.search_series(s.study_uid) if args.study else []) for s in studies]
     except (ServerConfigError, DicomWebError) as error:
         raise CommandError(str(error)) from error

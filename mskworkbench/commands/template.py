@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _calibration(argument: str | None, radiograph: Radiograph) -> Calibration:
-    from MSKPlannerLib.calibration import CalibrationError, fixed_magnification_calibration
+    from MSKPlannerLib.calibration import (
+        CalibrationError,
+        check_plausible_spacing,
+        fixed_magnification_calibration,
+    )
     from MSKPlannerLib.measurement_table import Calibration
 
     if not argument:
@@ -90,9 +94,13 @@ def _calibration(argument: str | None, radiograph: Radiograph) -> Calibration:
     ):
         raise CommandError(f"calibration file {path} has no method and mm_per_pixel")
     detector = data.get("detector_mm_per_pixel")
+    try:
+        checked = check_plausible_spacing(spacing, str(path)) if spacing else None
+    except CalibrationError as error:
+        raise CommandError(f"calibration file {error}") from error
     return Calibration(
         method=str(data["method"]),
-        mm_per_pixel=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        mm_per_pixel=checked,
         detail=str(data.get("detail", f"from {path}")),
         detector_mm_per_pixel=(float(detector[0]), float(detector[1])) if detector else None,
     )
