@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from MSKPriorsLib.hanging_protocols import HangingPlan, ViewAssignment
+from MSKPriorsLib.prior_discovery import PriorSearch, RankedPrior
 from MSKPriorsLib.records import PatientIdentity, StudyRecord
 from mskworkbench.web.case_workflow import preset_for, shown_person_name, study_row
+from mskworkbench.web.hanging_read import view_labels
 from mskworkbench.web.measurements import format_value
 from mskworkbench.web.sources import search_pattern
 
@@ -70,3 +73,38 @@ def test_person_names_are_shown_family_first() -> None:
 def test_measurement_values_carry_their_unit() -> None:
     assert format_value(176.04, "deg") == "176.0°"
     assert format_value(-9.96, "mm") == "-10.0 mm"
+
+
+def test_view_labels_call_a_study_after_the_current_one_later_not_prior() -> None:
+    patient = PatientIdentity("P1", name="DOE^JANE")
+    current = StudyRecord("1.1", patient, study_date="20240101")
+    earlier = StudyRecord("1.2", patient, study_date="20230101")
+    after = StudyRecord("1.3", patient, study_date="20250101")
+    search = PriorSearch(
+        current,
+        priors=[
+            RankedPrior(1, earlier, 80.0, (), ("archive",), 365),
+            RankedPrior(2, after, -29.0, (), ("archive",), -366),
+        ],
+    )
+    views = [
+        ("Red", "current", 0, "1.1"),
+        ("Yellow", "prior", 1, "1.2"),
+        ("Green", "prior", 2, "1.3"),
+    ]
+    plan = HangingPlan(
+        "rule",
+        "2x2",
+        [
+            ViewAssignment(v, role, rank, study, "s" + study, "Axial", "bone")
+            for v, role, rank, study in views
+        ],
+    )
+
+    labels = view_labels(plan, search)
+
+    assert labels == {
+        "Red": "Current · 2024-01-01 · Axial",
+        "Yellow": "Prior #1 · 2023-01-01 · Axial",
+        "Green": "Later #2 · 2025-01-01 · Axial",
+    }

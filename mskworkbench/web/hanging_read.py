@@ -157,7 +157,10 @@ def view_labels(
     """
     studies = {search.current.study_uid: ("Current", search.current.study_date)}
     for prior in search.priors:
-        studies[prior.study.study_uid] = (f"Prior #{prior.rank}", prior.study.study_date)
+        # A study taken after the one opened is not a prior: the label must not say so.
+        later = prior.days_before_current is not None and prior.days_before_current < 0
+        role = f"{'Later' if later else 'Prior'} #{prior.rank}"
+        studies[prior.study.study_uid] = (role, prior.study.study_date)
     labels = {}
     for assignment in plan.assignments:
         role, study_date = studies.get(assignment.study_uid, (assignment.role.title(), ""))
