@@ -7,7 +7,12 @@ import pytest
 from MSKPriorsLib.hanging_protocols import HangingPlan, ViewAssignment
 from MSKPriorsLib.prior_discovery import PriorSearch, RankedPrior
 from MSKPriorsLib.records import PatientIdentity, StudyRecord
-from mskworkbench.web.case_workflow import preset_for, shown_person_name, study_row
+from mskworkbench.web.case_workflow import (
+    preset_for,
+    rejected_notice,
+    shown_person_name,
+    study_row,
+)
 from mskworkbench.web.hanging_read import view_labels
 from mskworkbench.web.measurements import format_value
 from mskworkbench.web.sources import search_pattern
@@ -108,3 +113,8 @@ def test_view_labels_call_a_study_after_the_current_one_later_not_prior() -> Non
         "Yellow": "Prior #1 · 2023-01-01 · Axial",
         "Green": "Later #2 · 2025-01-01 · Axial",
     }
+
+
+def test_the_rejected_studies_notice_counts_in_words() -> None:
+    assert rejected_notice(1).startswith("1 study under the same PatientID is not offered")
+    assert rejected_notice(3).startswith("3 studies under the same PatientID are not offered")

@@ -122,6 +122,16 @@ def series_name(header: Any) -> str:
     return " · ".join(part for part in parts if part) or "the series shown"
 
 
+def rejected_notice(count: int) -> str:
+    """What the page says of ``count`` studies left out as possibly another patient's."""
+    studies = "1 study" if count == 1 else f"{count} studies"
+    verb = "is" if count == 1 else "are"
+    return (
+        f"{studies} under the same PatientID {verb} not offered as priors: the patient identity "
+        "does not match."
+    )
+
+
 class CaseWorkflow:
     """Opens cases from a source into a :class:`CaseView` and keeps their landmarks live.
 
@@ -193,10 +203,7 @@ class CaseWorkflow:
         if search.reason:
             opened.warnings.append(search.reason)
         if search.rejected:
-            opened.warnings.append(
-                f"{len(search.rejected)} studies under the same PatientID are not offered as "
-                "priors: their patient identity does not match."
-            )
+            opened.warnings.append(rejected_notice(len(search.rejected)))
         opened.surfaces, bone_warnings = bones.reconstruct(
             reference.volume.image, reference.volume.modality
         )
