@@ -29,6 +29,7 @@ from MSKPlannerLib.measurement_table import (
     VOLUME_GEOMETRY,
     Calibration,
     MeasurementTable,
+    missing_landmarks_reason,
 )
 from MSKPlannerLib.rendering import volume_corners_ras
 from MSKPlannerLib.surface_reconstruction import ReconstructionOptions, reconstruct_bones
@@ -260,7 +261,7 @@ def _missing_each(missing: dict[str, list[str]], table: MeasurementTable) -> Non
     """List every value with the landmarks it lacks (those lacking none are skipped)."""
     for key, labels in missing.items():
         if labels:
-            _missing((key,), f"missing landmark(s) {', '.join(labels)}", table)
+            _missing((key,), missing_landmarks_reason(labels), table)
 
 
 def _measure_family(

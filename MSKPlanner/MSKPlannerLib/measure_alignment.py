@@ -53,7 +53,9 @@ from MSKPlannerLib.measurement_table import (
     Calibration,
     Measurement,
     MeasurementTable,
+    frontal_landmark_row,
     length_refused_reason,
+    missing_landmarks_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -302,10 +304,6 @@ def missing_alignment_landmarks(points_ras_mm: Mapping[str, npt.ArrayLike]) -> d
     }
 
 
-def _missing_reason(missing: list[str]) -> str:
-    return f"missing landmark(s) {', '.join(missing)}"
-
-
 def _angle_rows(
     points: dict[str, FloatArray],
     keys: list[str],
@@ -323,7 +321,6 @@ def _angle_rows(
         if implausible is not None:
             table.not_measured[key] = implausible
             continue
-        label, definition = _DEFINITIONS[key]
         uncertainty = propagate_uncertainty(
             partial(_angle_value, side=side, key=key),
             points,
@@ -331,17 +328,15 @@ def _angle_rows(
             placement_sigma_mm,
         )
         table.add(
-            Measurement(
-                key=key,
-                label=label,
-                value=round(value, 3),
-                unit="deg",
-                definition=definition,
-                method=method,
+            frontal_landmark_row(
+                key,
+                _DEFINITIONS[key],
+                value,
+                uncertainty,
+                side=side,
                 calibration=calibration,
                 source_image=source_image,
-                uncertainty=round(uncertainty, 3),
-                details={"side": side, "plane": "frontal"},
+                method=method,
             )
         )
     return table
@@ -356,25 +351,21 @@ def _mad_row(
     placement_sigma_mm: float,
 ) -> Measurement:
     """The ``mad_mm`` row (its four centre landmarks are in ``points``)."""
-    label, definition = _DEFINITIONS["mad_mm"]
-    mad = mechanical_axis_deviation_mm(points, side)
     uncertainty = propagate_uncertainty(
         lambda pts: mechanical_axis_deviation_mm(pts, side),
         points,
         ALIGNMENT_NEEDS["mad_mm"],
         placement_sigma_mm,
     )
-    return Measurement(
-        key="mad_mm",
-        label=label,
-        value=round(mad, 3),
-        unit="mm",
-        definition=definition,
-        method=method,
+    return frontal_landmark_row(
+        "mad_mm",
+        _DEFINITIONS["mad_mm"],
+        mechanical_axis_deviation_mm(points, side),
+        uncertainty,
+        side=side,
         calibration=calibration,
         source_image=source_image,
-        uncertainty=round(uncertainty, 3),
-        details={"side": side, "plane": "frontal"},
+        method=method,
     )
 
 
@@ -434,7 +425,7 @@ def measure_alignment(
     table = MeasurementTable()
     for key, labels in missing.items():
         if labels:
-            table.not_measured[key] = _missing_reason(labels)
+            table.not_measured[key] = missing_landmarks_reason(labels)
     if len(points) >= 2:
         check_frontal_extent(np.stack(list(points.values())), "alignment", source_image)
     check_alignment_landmarks(points, side, source_image)

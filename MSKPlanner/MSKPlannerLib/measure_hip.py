@@ -52,9 +52,10 @@ from MSKPlannerLib.landmarks import (
 )
 from MSKPlannerLib.measurement_table import (
     Calibration,
-    Measurement,
     MeasurementTable,
+    frontal_landmark_row,
     length_refused_reason,
+    missing_landmarks_reason,
 )
 from MSKPlannerLib.sphere_fit import hip_center_from_surface_points
 
@@ -348,7 +349,7 @@ def measure_hip(
     missing = missing_hip_landmarks(points)
     for key, needs in _NEEDS.items():
         if missing[key]:
-            table.not_measured[key] = f"missing landmark(s) {', '.join(missing[key])}"
+            table.not_measured[key] = missing_landmarks_reason(missing[key])
             continue
         reason = refused.get(key) or out_of_range_error(key, values[key], needs, source_image)
         if reason is not None:
@@ -358,22 +359,19 @@ def measure_hip(
         if unit == "mm" and not calibration.is_calibrated:
             table.not_measured[key] = length_refused_reason(calibration, source_image)
             continue
-        label, definition = _DEFINITIONS[key]
         uncertainty = propagate_uncertainty(
             partial(_hip_value, side=side, key=key), points, needs, placement_sigma_mm
         )
         table.add(
-            Measurement(
-                key=key,
-                label=label,
-                value=round(values[key], 3),
-                unit=unit,
-                definition=definition,
-                method=method,
+            frontal_landmark_row(
+                key,
+                _DEFINITIONS[key],
+                values[key],
+                uncertainty,
+                side=side,
                 calibration=calibration,
                 source_image=source_image,
-                uncertainty=round(uncertainty, 3),
-                details={"side": side, "plane": "frontal"},
+                method=method,
             )
         )
     return table

@@ -51,6 +51,11 @@ UNCALIBRATED = Calibration(method="uncalibrated", detail="no trustworthy pixel s
 VOLUME_GEOMETRY = Calibration(method="volume_geometry", detail="CT/MR voxel geometry in mm")
 
 
+def missing_landmarks_reason(labels: list[str]) -> str:
+    """The sentence that says which landmarks a value lacks (its ``not_measured`` reason)."""
+    return f"missing landmark(s) {', '.join(labels)}"
+
+
 def length_refused_reason(calibration: Calibration, source_image: str) -> str:
     """The sentence that explains why a length in mm is not measured on an uncalibrated image."""
     detail = calibration.detail
@@ -116,6 +121,34 @@ class Measurement:
             spacing = calibration.get(name)
             calibration[name] = tuple(spacing) if spacing is not None else None
         return cls(calibration=Calibration(**calibration), **values)
+
+
+def frontal_landmark_row(
+    key: str,
+    label_and_definition: tuple[str, str],
+    value: float,
+    uncertainty: float,
+    *,
+    side: str,
+    calibration: Calibration,
+    source_image: str,
+    method: str,
+) -> Measurement:
+    """A row measured from landmarks of one side in the frontal plane (value and uncertainty
+    in the unit its key ends with: ``_mm`` for mm, degrees otherwise; rounded to 0.001)."""
+    label, definition = label_and_definition
+    return Measurement(
+        key=key,
+        label=label,
+        value=round(value, 3),
+        unit="mm" if key.endswith("_mm") else "deg",
+        definition=definition,
+        method=method,
+        calibration=calibration,
+        source_image=source_image,
+        uncertainty=round(uncertainty, 3),
+        details={"side": side, "plane": "frontal"},
+    )
 
 
 @dataclass
