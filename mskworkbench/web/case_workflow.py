@@ -597,14 +597,14 @@ class CaseWorkflow:
             fit = find_fit(file_positions(found), candidates)
         if found is None or fit is None:
             image_name = f"the current image (series {self._series_name(self.measured_uid)})"
-            return self._import_on(measured, file_name, content, image_name, expected, named)
+            return self._import_on(measured, file_name, content, image_name, named)
         if fit.series_uid != self.measured_uid:
             self._switch_for_landmarks(file_name, fit)
         if fit.moves_points:
             content = moved_file(found, fit.file_to_shown_ras, file_name)
         reference = self.series[self.measured_uid]
         name = f"series {self._series_name(self.measured_uid)}"
-        return self._import_on(reference, file_name, content, name, expected, named)
+        return self._import_on(reference, file_name, content, name, named)
 
     def _expected_identity(self) -> ExpectedIdentity:
         """Who and what the open case is, for checking the identity a landmark file names."""
@@ -625,12 +625,10 @@ class CaseWorkflow:
         file_name: str,
         content: bytes,
         image_name: str,
-        expected: ExpectedIdentity,
         named_identity: list[str],
     ) -> ImportedLandmarks:
-        imported = import_markups(
-            self.landmarks, file_name, content, read.volume.image, image_name, expected
-        )
+        """Place checked landmarks (the identity ``import_landmarks`` already compared)."""
+        imported = import_markups(self.landmarks, file_name, content, read.volume.image, image_name)
         # Moved content is rewritten without the identity the reader's file named.
         imported.named_identity = named_identity
         # A radiograph's frame is its own: the views of other series stay where they are.
