@@ -215,9 +215,15 @@ class BatchStore:
                 self._ready.append(ready)
                 if not isinstance(ready, tuple):
                     self._markers_ready += 1
-                self._ready_changed.notify_all()
+                # Wake the committing thread only when it has something to do; a short batch
+                # is taken at its next idle check.
+                if not isinstance(ready, tuple) or len(self._ready) >= self._wanted_batch():
+                    self._ready_changed.notify_all()
             if item is None:
                 return
+
+    def _wanted_batch(self) -> int:
+        return min(self.min_batch_files, self.max_batch_files)
 
     def _take_batch(self) -> list[_Checked] | threading.Event | None:
         """What was checked since the last commit (within the batch limits), or a marker.
@@ -225,7 +231,7 @@ class BatchStore:
         Waits for :attr:`min_batch_files` parts, unless a receiver waits (a marker follows)
         or :attr:`idle_commit_s` pass with fewer (a slow answer is indexed as it comes).
         """
-        wanted = min(self.min_batch_files, self.max_batch_files)
+        wanted = self._wanted_batch()
         with self._ready_changed:
             while not self._ready_changed.wait_for(
                 lambda: len(self._ready) >= wanted or self._markers_ready > 0,
