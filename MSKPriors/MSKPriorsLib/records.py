@@ -6,6 +6,7 @@ discovery, the command line and the viewers work the same on either.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,3 +139,14 @@ class SeriesRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return the record as JSON-ready values."""
         return asdict(self)
+
+
+def newest_first(studies: Iterable[StudyRecord]) -> list[StudyRecord]:
+    """Studies without repeats (by StudyInstanceUID), in the archive's order.
+
+    Newest StudyDate and StudyTime first, then by StudyInstanceUID; studies without a date
+    come last. A PACS returns its studies in any order.
+    """
+    unique = {study.study_uid: study for study in reversed(list(studies))}
+    by_uid = sorted(unique.values(), key=lambda study: study.study_uid)
+    return sorted(by_uid, key=lambda study: (study.study_date, study.study_time), reverse=True)

@@ -32,17 +32,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def newest_first(studies: list[StudyRecord]) -> list[StudyRecord]:
-    """Studies in the archive's order: newest StudyDate and StudyTime first, then by UID.
-
-    A PACS returns them in any order; studies without a date come last.
-    """
-    by_uid = sorted(studies, key=lambda study: study.study_uid)
-    return sorted(by_uid, key=lambda study: (study.study_date, study.study_time), reverse=True)
-
-
 def _search(args: argparse.Namespace) -> tuple[str, list[tuple[StudyRecord, list[SeriesRecord]]]]:
     from MSKPriorsLib.dicomweb import DicomWebClient, DicomWebError
+    from MSKPriorsLib.records import newest_first
     from MSKPriorsLib.servers import ServerConfigError, resolve_server
     from mskworkbench.archive_folders import open_archive_to_read
 

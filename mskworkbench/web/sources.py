@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from MSKPriorsLib.archive import LocalArchive
 from MSKPriorsLib.dicomweb import DicomWebClient
-from MSKPriorsLib.records import SeriesRecord, StudyRecord
+from MSKPriorsLib.records import SeriesRecord, StudyRecord, newest_first
 from MSKPriorsLib.retrieval import retrieve_into_archive
 from MSKPriorsLib.servers import resolve_server
 
@@ -79,13 +78,6 @@ def search_pattern(text: str) -> str:
 def matches(pattern: str, value: str) -> bool:
     """Whether a value matches a search pattern (``*`` and ``?``), ignoring case."""
     return fnmatch.fnmatchcase(value.lower(), pattern.lower().replace("[", "[[]"))
-
-
-def newest_first(studies: Iterable[StudyRecord]) -> list[StudyRecord]:
-    """Studies without repeats (by StudyInstanceUID), newest first, as the archive lists them."""
-    unique = {study.study_uid: study for study in reversed(list(studies))}
-    by_uid = sorted(unique.values(), key=lambda s: s.study_uid)
-    return sorted(by_uid, key=lambda s: (s.study_date, s.study_time), reverse=True)
 
 
 class ArchiveSource:
